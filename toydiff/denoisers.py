@@ -1,0 +1,77 @@
+"""One interface over exact, learned and weak denoisers: every branch in one batched call.
+
+A `Denoiser` is a pytree: its parameters are traced (a new mixture, δ or set of weights does not
+recompile), its two `eps` functions are static, hashable callables `(mix, params, x, t, ᾱ, concept) -> ε`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from . import exact, nets
+from .mixtures import Mixture
+
+BRANCH_MODELS = {"uncond": "main", "pos": "main", "neg": "main", "cond": "main", "rand": "main",
+                 "weak": "weak"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactEps:
+    """ε* of the mixture blurred by δ = params (δ = 0: the exact oracle)."""
+
+    def __call__(self, mix, delta, x, t, alpha_bar, concept):
+        logw = exact.concept_table(mix)[concept]  # (N, K)
+        return exact.eps_rows(exact.blur(mix, delta), x, alpha_bar, logw)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetEps:
+    """ε of an MLP with the given architecture; params = its weights."""
+
+    config: nets.NetConfig
+
+    def __call__(self, mix, params, x, t, alpha_bar, concept):
+        return nets.apply(params, self.config, x, t, alpha_bar, concept)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Denoiser:
+    mix: Mixture  # the exact mixture, always there: DNG's oracle, metrics and fields use it
+    main: Any
+    weak: Any
+    eps_main: Callable = dataclasses.field(metadata=dict(static=True))
+    eps_weak: Callable = dataclasses.field(metadata=dict(static=True))
+
+
+def exact_denoiser(mix: Mixture, delta: float = 0.3) -> Denoiser:
+    """Exact oracle; its weak model is the same mixture blurred by δ (Σ + δ²I)."""
+    return Denoiser(mix, jnp.float32(0.0), jnp.float32(delta), ExactEps(), ExactEps())
+
+
+def learned(mix: Mixture, params, config: nets.NetConfig, weak=None, weak_config=None) -> Denoiser:
+    """A learned main net; its weak model is the weak net if given, else the same net."""
+    weak_config = weak_config or config
+    return Denoiser(mix, params, params if weak is None else weak, NetEps(config), NetEps(weak_config))
+
+
+def learned_weak(mix: Mixture, weak, weak_config: nets.NetConfig) -> Denoiser:
+    """The weak net alone, as the main model (to sample or compare it directly)."""
+    return learned(mix, weak, weak_config)
+
+
+def eval_branches(den: Denoiser, models: tuple[str, ...], x, t, alpha_bar, concepts) -> jax.Array:
+    """(B, N, 2) ε of every branch: models[b] is 'main' or 'weak', concepts (B, N) concept ids."""
+    out = [None] * len(models)
+    for model, fn, params in (("main", den.eps_main, den.main), ("weak", den.eps_weak, den.weak)):
+        idx = [b for b, m in enumerate(models) if m == model]
+        if idx:  # one vmapped call per model: all its branches share each matmul
+            eps = jax.vmap(fn, in_axes=(None, None, None, None, None, 0))(
+                den.mix, params, x, t, alpha_bar, concepts[jnp.array(idx)])
+            for j, b in enumerate(idx):
+                out[b] = eps[j]
+    return jnp.stack(out)

@@ -1,0 +1,59 @@
+"""Everything the vector-field view shows, on a grid at one timestep t (traced: no recompile)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import exact, schedule
+from .denoisers import Denoiser
+from .sampler import Cond, SamplerConfig, branch_concepts, guided_eps, oracle_p_neg
+
+
+def grid(lim: float, res: int) -> np.ndarray:
+    """(res², 2) points of a res × res grid over [−lim, lim]², row-major with y varying slowest."""
+    u = np.linspace(-lim, lim, res, dtype=np.float32)
+    xx, yy = np.meshgrid(u, u)
+    return np.stack([xx.ravel(), yy.ravel()], -1)
+
+
+def extent(mix) -> float:
+    """Half-width of a square view that holds the data with a margin."""
+    means = np.asarray(mix.means)
+    spread = np.sqrt(np.max(np.asarray(mix.covs)[:, [0, 1], [0, 1]]))
+    return float(np.ceil(np.max(np.abs(means)) + 4 * spread + 0.5))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.Array, t) -> dict:
+    """At timestep t on points x (M, 2): branch ε's, guided ε̂, guidance term, weights and densities.
+
+    Keys: eps_<branch>, guided, term (ε̂ − unguided ε), step (x_t' − x_t of a deterministic step to
+    the next of config.steps timesteps), the rule's info (lam_neg, scale_neg, ...), p_neg (exact
+    p(n | x_t)), log_p (log p_t(x)) and log_p_target (log p_t(x | p, ¬n)).
+    DNG's tracked posterior has no value off a trajectory, so its maps use the exact posterior.
+    """
+    ab_all = jnp.asarray(schedule.alpha_bars(config.schedule))
+    t = jnp.clip(jnp.asarray(t, jnp.float32), 0, schedule.T - 1)
+    ab = ab_all[t.astype(jnp.int32)]
+    cfg = dataclasses.replace(config, n=x.shape[0])
+    concepts = branch_concepts(cfg, den.mix, cond, jax.random.key(0))
+    p_neg = oracle_p_neg(den, cond, x, ab, knobs)
+    eps, branches, info = guided_eps(cfg, den, concepts, knobs, x, t, ab, p_neg)
+    ab_next = ab_all[jnp.maximum(t - schedule.T / config.steps, 0).astype(jnp.int32)]
+    x0_hat = (x - jnp.sqrt(1 - ab) * eps) / jnp.sqrt(ab)
+    step = jnp.sqrt(ab_next) * x0_hat + jnp.sqrt(1 - ab_next) * eps - x
+    logw = jnp.log(den.mix.weights) + jnp.log1p(-den.mix.membership[cond.neg])
+    if config.has_pos:
+        logw = logw + jnp.log(den.mix.membership[cond.pos])
+    out = {f"eps_{b}": e for b, e in branches.items() if b in config.branches}
+    out.update(info, guided=eps, term=eps - branches[config.unguided], step=step,
+               p_neg=exact.posteriors(den.mix, x, ab)[:, cond.neg],
+               log_p=exact.log_prob_rows(den.mix, x, ab, jnp.log(den.mix.weights)),
+               log_p_target=exact.log_prob_rows(den.mix, x, ab, logw))
+    return out
+

@@ -1,0 +1,192 @@
+"""Scene: every user-visible setting, validated with messages that name the key; JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import jax
+
+from . import denoisers, guidance, metrics, mixtures, sampler
+from .schedule import T, alpha_bars
+from .mixtures import Mixture
+
+SCORES = ("exact", "learned", "weak")
+_LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
+    "steps": (1, 1000), "n": (1, 20000), "seed": (0, 2**31 - 1), "eta": (0.0, 1.0),
+    "t_lo": (0.0, float(T)), "t_hi": (0.0, float(T)), "delta": (0.0, 5.0),
+    "t": (0.0, float(T - 1)),
+}
+_INTS = ("steps", "n", "seed")
+_RULE_PARAMS = {k: p for r in guidance.RULES.values() for k, p in r.all_params.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    preset: str | None = "three_blobs"
+    mixture: dict | None = None  # inline mixture {means, covs, weights, membership, concepts}
+    positive: str | None = None
+    negative: str | None = "C"
+    method: str = "ccfg"
+    gamma: float = 3.0
+    tau: float = 0.5
+    w_neg: float = 1.0
+    prior: float = 0.01
+    temp: float = 0.2
+    offset: float = 2e-4
+    p_min: float = 1e-6
+    p_max: float = 0.8
+    steps: int = 50
+    eta: float = 0.0
+    n: int = 2000
+    seed: int = 0
+    score: str = "exact"
+    schedule: str = "linear"
+    t_lo: float = 0.0
+    t_hi: float = float(T)
+    delta: float = 0.3  # blur of the exact weak model (autoguidance)
+    t: float = 500.0  # timestep of the vector-field view
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Scene:
+        """A validated scene; absent keys take defaults, anything else wrong raises ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"scene: expected a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"scene: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
+        data = dict(data)
+        if "mixture" in data and data["mixture"] is not None:
+            data.setdefault("preset", None)
+        if data.get("preset") is not None and "negative" not in data:
+            data["negative"] = mixtures.preset_info(_str("preset", data["preset"])).negative
+            data.setdefault("positive", mixtures.preset_info(data["preset"]).positive)
+        scene = cls(**{k: _coerce(k, v) for k, v in data.items()})
+        scene.validate()
+        return scene
+
+    @classmethod
+    def from_json(cls, text: str) -> Scene:
+        """Scene.from_dict of a JSON text; malformed JSON raises ValueError with line and column."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"scene JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        """Every field, JSON-ready (from_dict(to_dict()) == self)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): equal scenes give equal strings, usable as a cache key."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes) -> Scene:
+        """A validated copy with some fields changed."""
+        return Scene.from_dict({**self.to_dict(), **changes})
+
+    def validate(self):
+        """Raises ValueError naming the first key whose value is out of range or inconsistent."""
+        if (self.preset is None) == (self.mixture is None):
+            raise ValueError("scene: give exactly one of 'preset' and 'mixture'")
+        mix = self.build_mixture()
+        rule = guidance.rule(self.method)
+        for key in ("positive", "negative"):
+            if getattr(self, key) is not None:
+                mix.concept_index(getattr(self, key))
+        if guidance.needs_positive(rule) and self.positive is None:
+            raise ValueError(f"method {self.method!r} needs a positive concept (key 'positive')")
+        if guidance.needs_negative(rule) and self.negative is None:
+            raise ValueError(f"method {self.method!r} needs a negative concept (key 'negative')")
+        if self.positive is not None and self.positive == self.negative:
+            raise ValueError("positive and negative must be different concepts")
+        if self.score not in SCORES:
+            raise ValueError(f"score: {self.score!r} is not one of {', '.join(SCORES)}")
+        alpha_bars(self.schedule)
+        for key, (lo, hi) in {**_LIMITS, **{k: (p.lo, p.hi) for k, p in _RULE_PARAMS.items()}}.items():
+            value = getattr(self, key)
+            if not lo <= value <= hi:
+                raise ValueError(f"{key}: {value} is outside [{lo}, {hi}]")
+        if self.t_lo > self.t_hi:
+            raise ValueError(f"t_lo: {self.t_lo} is above t_hi = {self.t_hi}")
+
+    def build_mixture(self) -> Mixture:
+        """The scene's mixture: the preset, or the inline one (ValueError names the bad field)."""
+        if self.preset is not None:
+            return mixtures.preset(self.preset)
+        if not isinstance(self.mixture, dict):
+            raise ValueError("mixture: expected an object {means, covs, weights, membership, concepts}")
+        fields = ("means", "covs", "weights", "membership", "concepts")
+        missing = [f for f in fields if f not in self.mixture]
+        extra = sorted(set(self.mixture) - set(fields))
+        if missing or extra:
+            raise ValueError(f"mixture: missing {missing} / unknown {extra}; needs {', '.join(fields)}")
+        try:
+            return Mixture(**self.mixture)
+        except ValueError as e:
+            raise ValueError(f"mixture.{e}") from None
+
+    # -------------------------------------------------------------------------- what to run
+    def sampler_config(self) -> sampler.SamplerConfig:
+        """The static part: rule, steps, points, schedule, positive or not."""
+        return sampler.SamplerConfig(self.method, self.steps, self.n, self.positive is not None,
+                                     self.schedule)
+
+    def knobs(self) -> dict[str, float]:
+        """The traced part: the rule's parameters, η and the guidance interval, as Python floats."""
+        rule = guidance.rule(self.method)
+        return sampler.default_knobs(self.method, eta=self.eta, t_lo=self.t_lo, t_hi=self.t_hi,
+                                     **{k: getattr(self, k) for k in rule.all_params})
+
+    def cond(self, mix: Mixture) -> sampler.Cond:
+        """Concept indices (positive, negative); an absent concept becomes 0 and is never read."""
+        index = lambda c: 0 if c is None else mix.concept_index(c)
+        return sampler.Cond(index(self.positive), index(self.negative))
+
+
+def _str(key: str, value) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _coerce(key: str, value):
+    """The value as the field's type; ValueError names the key (bools are not numbers)."""
+    if key == "mixture":
+        return value
+    if key in ("preset", "positive", "negative") and value is None:
+        return None
+    if key in ("preset", "positive", "negative", "method", "score", "schedule"):
+        return _str(key, value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{key}: must be finite, got {value}")
+    if key in _INTS:
+        if value != int(value):
+            raise ValueError(f"{key}: expected an integer, got {value}")
+        return int(value)
+    return float(value)
+
+
+def denoiser(scene: Scene, mix: Mixture) -> denoisers.Denoiser:
+    """The scene's denoiser: the exact oracle (δ-blurred weak model) or the shipped nets."""
+    if scene.score == "exact":
+        return denoisers.exact_denoiser(mix, scene.delta)
+    from . import checkpoint  # only learned scores need weights
+
+    return checkpoint.pretrained_denoiser(scene.preset, mix, weak_only=scene.score == "weak")
+
+
+def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Result, dict]:
+    """Samples the scene and evaluates its metrics: (Result, metrics dict)."""
+    mix = scene.build_mixture()
+    den = denoiser(scene, mix) if den is None else den
+    result = sampler.sample(scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix),
+                            scene.knobs())
+    threshold = metrics.preset_threshold(scene.preset) if scene.preset else None
+    return result, metrics.evaluate(mix, result.x0, scene.positive, scene.negative, threshold)
