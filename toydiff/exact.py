@@ -58,7 +58,8 @@ def _component_logits(mix: Mixture, x: Array, alpha_bar):
 @jax.jit
 def _log_prob(mix, x, alpha_bar, logw):
     logits, _, _ = _component_logits(mix, x, alpha_bar)
-    return jax.nn.logsumexp(logits + logw, axis=-1)
+    norm = jax.nn.logsumexp(jnp.broadcast_to(logw, logits.shape), axis=-1)  # log p(c)
+    return jax.nn.logsumexp(logits + logw, axis=-1) - norm
 
 
 @jax.jit

@@ -67,7 +67,8 @@ def ccfg(eps_uncond: Array, eps_neg: Array, *, gamma, tau, eps_pos=None) -> tupl
     """CCFG: ε̂ = ε_∅ + γλ⁺Δ_p − γλ⁻Δ_n, λ⁻ = 2σ(−τ‖Δ_n‖²), λ⁺ = 2σ(τ‖Δ_p‖²) (Chang et al. 2024)."""
     xp = array_namespace(eps_uncond, eps_neg)
     d_neg = eps_neg - eps_uncond
-    lam_neg = 2 / (1 + xp.exp(tau * _sq_norm(d_neg)))  # (B,) in (0, 1], exp(+∞) -> λ = 0
+    decay = xp.exp(-tau * _sq_norm(d_neg))  # (B,); e^{−s} never overflows (s ≥ 0)
+    lam_neg = 2 * decay / (1 + decay)  # (B,) in (0, 1]; underflows to 0 only past τ‖Δ_n‖² ≈ 100
     eps = eps_uncond - gamma * _per_sample(lam_neg, d_neg) * d_neg
     lam_pos = scale_pos = None
     if eps_pos is not None:

@@ -1,0 +1,161 @@
+"""Guidance rules against MATH §3 written out independently, on numpy, JAX and torch arrays."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from toydiff import guidance
+from toydiff.guidance import RULES
+
+torch = pytest.importorskip("torch")
+SHAPES = [(7, 2), (3, 4, 5, 5)]
+
+
+def branches(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    names = ("uncond", "pos", "neg", "cond", "weak", "rand")
+    return {b: rng.normal(0, 1, shape).astype(np.float32) for b in names}
+
+
+def reference(name, br, k):
+    """MATH §3 per sample in float64 with explicit loops (independent of the vectorised code)."""
+    out = np.zeros(br["uncond"].shape)
+    for i in range(out.shape[0]):
+        e = {b: v[i].astype(np.float64) for b, v in br.items()}
+        dp, dn = e["pos"] - e["uncond"], e["neg"] - e["uncond"]
+        g = k.get("gamma", 0.0)
+        if name == "none":
+            out[i] = e["cond"]
+        elif name == "cfg":
+            out[i] = e["uncond"] + g * dp
+        elif name == "ncfg":
+            out[i] = e["uncond"] + g * dp - g * dn
+        elif name == "ccfg":
+            lam_p = 2 / (1 + np.exp(-k["tau"] * np.sum(dp**2)))
+            lam_n = 2 * np.exp(-k["tau"] * np.sum(dn**2)) / (1 + np.exp(-k["tau"] * np.sum(dn**2)))
+            out[i] = e["uncond"] + g * lam_p * dp - g * lam_n * dn
+        elif name in ("dng", "dng_oracle"):
+            p = k["p_neg"][i]
+            out[i] = e["uncond"] + g * dp - g * p / (1 - p) * dn
+        elif name == "sd_negative":
+            out[i] = e["neg"] + g * (e["cond"] - e["neg"])
+        elif name == "perp_neg":
+            perp = dn - np.sum(dn * dp) / np.sum(dp * dp) * dp
+            out[i] = e["uncond"] + g * (dp - k["w_neg"] * perp)
+        elif name == "autoguidance":
+            out[i] = e["weak"] + g * (e["cond"] - e["weak"])
+        elif name == "icg":
+            out[i] = e["rand"] + g * (e["pos"] - e["rand"])
+    return out
+
+
+def knobs(name, batch):
+    k = {p: v.default for p, v in RULES[name].params.items()}
+    k["gamma"], k["tau"], k["w_neg"] = 2.5, 0.05, 0.7
+    k = {p: k[p] for p in RULES[name].params}
+    p_neg = np.linspace(0.05, 0.9, batch).astype(np.float32)
+    return k, p_neg
+
+
+def call(name, br, k, p_neg, to):
+    r = RULES[name]
+    br = {b: to(v) for b, v in br.items()}
+    if not r.optional_pos:
+        br.pop("pos") if "pos" not in r.branches else None
+    return guidance.apply(r, br, k, to(p_neg) if r.state else None)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", RULES)
+def test_rule_matches_math_in_numpy_jax_and_torch(name, shape):
+    br = branches(shape)
+    k, p_neg = knobs(name, shape[0])
+    want = reference(name, br, {**k, "p_neg": p_neg, **({"gamma": k.get("gamma", 0.0)})})
+    for to in (np.asarray, jnp.asarray, torch.from_numpy):
+        eps, info = call(name, br, k, p_neg, to)
+        np.testing.assert_allclose(np.asarray(eps), want, rtol=2e-5, atol=2e-5, err_msg=str(to))
+        for v in info.values():
+            assert tuple(v.shape) == (shape[0],)
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_rule_runs_under_jit_without_recompiling_when_knobs_change(name):
+    br = {b: jnp.asarray(v) for b, v in branches((5, 2)).items()}
+    k, p_neg = knobs(name, 5)
+    r = RULES[name]
+    if not r.optional_pos and "pos" not in r.branches:
+        br.pop("pos")
+    fn = jax.jit(lambda br, k, p: guidance.apply(r, br, k, p if r.state else None)[0])
+    first = fn(br, k, jnp.asarray(p_neg))
+    np.testing.assert_allclose(first, reference(name, branches((5, 2)), {**k, "p_neg": p_neg}), rtol=2e-5, atol=2e-5)
+    fn(br, {p: v * 1.3 for p, v in k.items()}, jnp.asarray(p_neg))
+    assert fn._cache_size() == 1
+
+
+def test_ccfg_at_small_tau_equals_ncfg():
+    br = branches((64, 2), seed=1)
+    for eps_pos in (None, br["pos"]):
+        a, _ = guidance.ccfg(br["uncond"], br["neg"], gamma=4.0, tau=1e-7, eps_pos=eps_pos)
+        b, _ = guidance.ncfg(br["uncond"], br["neg"], gamma=4.0, eps_pos=eps_pos)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_ccfg_weight_ranges_and_attenuation():
+    br = branches((1000, 2), seed=2)
+    scale = np.linspace(0, 10, 1000)[:, None].astype(np.float32)  # ‖Δ‖ from 0 to large
+    _, info = guidance.ccfg(br["uncond"], br["uncond"] + scale * br["neg"], gamma=3.0, tau=0.5,
+                            eps_pos=br["uncond"] + scale * br["pos"])
+    lam_neg, lam_pos = info["lam_neg"], info["lam_pos"]
+    s = 0.5 * np.sum((scale * br["neg"]) ** 2, 1)
+    assert np.all(lam_neg[s < 80] > 0) and np.all(lam_neg <= 1)
+    assert np.all(lam_pos >= 1) and np.all(lam_pos < 2 + 1e-6)
+    assert lam_neg[0] == 1.0 and lam_pos[0] == 1.0  # Δ = 0: the weights are exactly 1
+    assert lam_neg[-1] < 1e-6  # far from the negative concept the repulsion has faded
+    np.testing.assert_allclose(info["scale_neg"], 3.0 * lam_neg)
+
+
+def test_ccfg_positive_direction_equals_cfg():
+    br = branches((16, 2), seed=3)
+    e_ccfg, _ = guidance.ccfg(br["uncond"], br["uncond"], gamma=2.0, tau=0.3, eps_pos=br["pos"])
+    e_cfg, _ = guidance.cfg(br["uncond"], br["pos"], gamma=2.0)
+    a, b = e_ccfg - br["uncond"], e_cfg - br["uncond"]
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    np.testing.assert_allclose(cos, 1.0, atol=1e-5)
+
+
+def test_ccfg_norms_stay_float32_under_float16():
+    br = branches((4, 3, 32, 32), seed=4)  # ‖Δ‖² ≈ 6000 overflows float16's range
+    e16 = {b: torch.from_numpy(v).half() for b, v in br.items()}
+    _, info = guidance.ccfg(e16["uncond"], e16["neg"], gamma=7.5, tau=1e-4)
+    _, ref = guidance.ccfg(br["uncond"], br["neg"], gamma=7.5, tau=1e-4)
+    assert info["lam_neg"].dtype == torch.float32
+    np.testing.assert_allclose(info["lam_neg"].numpy(), ref["lam_neg"], rtol=2e-3)
+
+
+def test_dng_update_is_the_bayes_ratio_clamped():
+    rng = np.random.default_rng(5)
+    x, mu_n, mu_u = (rng.normal(0, 1, (6, 2)).astype(np.float32) for _ in range(3))
+    p = np.full(6, 0.1, np.float32)
+    got = guidance.dng_update(p, x, mu_n, mu_u, 0.5, temp=0.7, offset=0.01, p_min=1e-6, p_max=0.8)
+    z = (-0.7 * (np.sum((x - mu_n) ** 2, 1) - np.sum((x - mu_u) ** 2, 1)) + 0.01) / (2 * 0.5)
+    np.testing.assert_allclose(got, np.clip(0.1 * np.exp(z), 1e-6, 0.8), rtol=1e-5)
+
+
+def test_interval_switches_at_the_bounds():
+    g, u = np.ones((3, 2)), np.zeros((3, 2))
+    for t, inside in ((99.0, False), (100.0, True), (500.0, True), (700.0, True), (701.0, False)):
+        out = guidance.interval(g, u, t, t_lo=100.0, t_hi=700.0)
+        assert np.all(out == (1.0 if inside else 0.0)), t
+
+
+def test_unknown_rule_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown method 'nfcg'; valid: none, cfg, ncfg, ccfg"):
+        guidance.rule("nfcg")
+
+
+def test_registry_parameters_have_defaults_inside_their_ranges():
+    for r in RULES.values():
+        for name, p in r.all_params.items():
+            assert p.lo <= p.default <= p.hi and p.help, (r.name, name)
+            assert not p.log or p.lo > 0
