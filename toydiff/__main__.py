@@ -1,4 +1,4 @@
-"""Command line: python -m toydiff {metrics,render} ... (python -m toydiff -h for help)."""
+"""Command line: python -m toydiff {metrics,render,sweep,train,bench,bridge} ... (-h for help)."""
 
 from __future__ import annotations
 
@@ -32,19 +32,81 @@ def cmd_metrics(args):
 
 
 def cmd_render(args):
-    """Draws the scene's final samples over the density into a PNG/SVG/PDF."""
+    """Draws the scene: final samples over the density (PNG/SVG/PDF) and the trajectory (GIF/MP4)."""
     from . import metrics
     from .scene import run
     from .viz import export
 
+    if not (args.out or args.png or args.gif or args.mp4):
+        raise ValueError("render: give at least one of --out, --png, --gif, --mp4")
     scene = _scene(args.scene)
     result, m = run(scene)
     mix = scene.build_mixture()
     threshold = metrics.preset_threshold(scene.preset) if scene.preset else metrics.off_support_threshold(mix)
     title = f"{scene.method}  γ={scene.gamma:g}  leak={m['leakage_hard']:.1%}  off={m['off_support']:.1%}"
-    fig = export.samples_figure(mix, result.x0, scene.negative, threshold, title)
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    for path in filter(None, (args.out, args.png)):
+        export.samples_figure(mix, result.x0, scene.negative, threshold, title).savefig(path)
+        print(f"wrote {path}")
+    for path in filter(None, (args.gif, args.mp4)):
+        export.save_animation(export.animation(mix, result.traj, scene.negative, threshold, title), path)
+        print(f"wrote {path}")
+
+
+def cmd_sweep(args):
+    """Sweeps γ (and τ for ccfg) for the scene's rule and --methods; writes sweep.csv and sweep.png."""
+    from tqdm import tqdm
+
+    from . import sweep
+    from .viz import export
+
+    scene = _scene(args.scene)
+    methods = args.methods.split(",") if args.methods else [scene.method]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(desc="sweep", unit="run") as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        rows = sweep.run_sweep(scene, methods, progress=progress)
+    sweep.write_csv(rows, out / "sweep.csv")
+    export.tradeoff_figure(rows).savefig(out / "sweep.png")
+    print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
+
+
+def cmd_train(args):
+    """Trains the main and weak nets of one preset (or all) and prints their ε error tables."""
+    from . import mixtures, train
+
+    names = mixtures.PRESETS if args.all else [mixtures.preset_info(args.preset) and args.preset]
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps: must be >= 1, got {args.steps}")
+    config = train.TrainConfig(**({} if args.steps is None else {"steps": args.steps}))
+    for name in names:
+        for stem, meta in train.train_preset(name, args.out, config, args.seed):
+            print(train.format_errors(stem, meta), flush=True)
+
+
+def cmd_bench(args):
+    """Runs benchmarks/<name>.py (sampler, exact, claim or all) from a source checkout; extra args pass on."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    names = {"sampler": "bench_sampler", "exact": "bench_exact", "claim": "claim"}
+    for name in names if args.name == "all" else [args.name]:
+        script = root / f"{names[name]}.py"
+        if not script.exists():
+            raise ValueError(f"bench: {script} not found (benchmarks ship with the source checkout)")
+        rc = subprocess.call([sys.executable, str(script), *args.args])
+        if rc:
+            raise ValueError(f"bench: {script.name} exited with {rc}")
+
+
+def cmd_bridge(args):
+    """Runs guidance rules on a diffusers image model (needs requirements-bridge.txt)."""
+    from .bridge import cli
+
+    cli.run(args)
 
 
 def main(argv=None) -> int:
@@ -56,8 +118,33 @@ def main(argv=None) -> int:
     p.set_defaults(fn=cmd_metrics)
     p = sub.add_parser("render", help=cmd_render.__doc__)
     p.add_argument("--scene", required=True, help="scene JSON file")
-    p.add_argument("--out", required=True, help="output image (.png, .svg or .pdf)")
+    p.add_argument("--out", help="output image (.png, .svg or .pdf)")
+    p.add_argument("--png", help="same as --out")
+    p.add_argument("--gif", help="trajectory animation as GIF")
+    p.add_argument("--mp4", help="trajectory animation as MP4 (ffmpeg from imageio-ffmpeg)")
     p.set_defaults(fn=cmd_render)
+    p = sub.add_parser("sweep", help=cmd_sweep.__doc__)
+    p.add_argument("--scene", required=True, help="scene JSON file")
+    p.add_argument("--methods", help="comma-separated rules (default: the scene's method)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(fn=cmd_sweep)
+    p = sub.add_parser("train", help=cmd_train.__doc__)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", help="preset name")
+    which.add_argument("--all", action="store_true", help="every preset")
+    p.add_argument("--steps", type=int, default=None, help="main-net steps (weak net: 1/8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="pretrained", help="output folder (default pretrained/)")
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("bench", help=cmd_bench.__doc__)
+    p.add_argument("name", choices=("sampler", "exact", "claim", "all"), help="which benchmark")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the script (see its --help)")
+    p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("bridge", help=cmd_bridge.__doc__)
+    from .bridge.cli import add_arguments as bridge_arguments  # torch-free: torch loads in cmd_bridge
+
+    bridge_arguments(p)
+    p.set_defaults(fn=cmd_bridge)
     args = parser.parse_args(argv)
     try:
         args.fn(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,13 +29,15 @@ def off_support_threshold(mix: Mixture) -> float:
     return float(jnp.quantile(exact.log_prob(mix, x), 0.001))
 
 
+def _mean_dist(a, b) -> jax.Array:
+    sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None] - 2 * a @ b.T
+    return jnp.mean(jnp.sqrt(jnp.maximum(sq, 0.0)))
+
+
 @jax.jit
 def energy_distance(x: jax.Array, y: jax.Array) -> jax.Array:
     """Energy distance 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ between two sample sets (V-statistic)."""
-    def mean_dist(a, b):
-        sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None] - 2 * a @ b.T
-        return jnp.mean(jnp.sqrt(jnp.maximum(sq, 0.0)))
-    return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+    return 2 * _mean_dist(x, y) - _mean_dist(x, x) - _mean_dist(y, y)
 
 
 def _finite(x) -> np.ndarray:
@@ -42,26 +45,49 @@ def _finite(x) -> np.ndarray:
     return x[np.all(np.isfinite(x), -1)]
 
 
+class Reference(NamedTuple):
+    """What every evaluation of one target shares: exact target samples and the baselines."""
+
+    threshold: float  # off-support threshold of the mixture
+    target: jax.Array  # (M, 2) exact samples of p(x | p, ¬n)
+    target_self: float  # E‖Y−Y'‖ over the target samples
+    baseline: float  # energy distance of fresh exact target samples to the target samples
+
+
+def reference(mix: Mixture, positive=None, negative=None, n: int = 2000, threshold: float | None = None,
+              key: jax.Array | None = None) -> Reference:
+    """The shared part of `evaluate` for n samples (n is capped at ENERGY_MAX)."""
+    key = jax.random.key(1) if key is None else key
+    n = min(n, ENERGY_MAX)
+    target = mixtures.sample(key, mix, n, positive, negative)
+    fresh = mixtures.sample(jax.random.fold_in(key, 1), mix, n, positive, negative)
+    threshold = off_support_threshold(mix) if threshold is None else threshold
+    return Reference(threshold, target, float(_mean_dist(target, target)),
+                     float(energy_distance(fresh, target)))
+
+
+@jax.jit
+def _energy_to(x, target, target_self):
+    return 2 * _mean_dist(x, target) - _mean_dist(x, x) - target_self
+
+
 def evaluate(mix: Mixture, x0, positive=None, negative=None, threshold: float | None = None,
-             key: jax.Array | None = None) -> dict[str, float]:
+             ref: Reference | None = None) -> dict[str, float]:
     """Every MATH §4 metric of final samples x0 (N, 2) as Python numbers (NaN where undefined)."""
     x0 = np.asarray(x0, np.float32)
     finite = _finite(x0)
-    threshold = off_support_threshold(mix) if threshold is None else threshold
+    ref = reference(mix, positive, negative, len(x0), threshold) if ref is None else ref
     log_p = np.asarray(exact.log_prob(mix, finite)) if len(finite) else np.zeros(0)
     post = (lambda c: np.asarray(exact.posterior(mix, finite, 1.0, c)) if len(finite) else np.zeros(0))
-    key = jax.random.key(1) if key is None else key
-    n_energy = min(len(x0), ENERGY_MAX)
-    target = mixtures.sample(key, mix, n_energy, positive, negative)
-    baseline = mixtures.sample(jax.random.fold_in(key, 1), mix, n_energy, positive, negative)
+    energy = _energy_to(finite[:ENERGY_MAX], ref.target, ref.target_self) if len(finite) else np.nan
     out = {
         "n": len(x0),
         "diverged": int(np.sum(np.asarray(diverged(x0)))),
         "non_finite": len(x0) - len(finite),
-        "off_support": float((np.sum(log_p < threshold) + len(x0) - len(finite)) / len(x0)),
+        "off_support": float((np.sum(log_p < ref.threshold) + len(x0) - len(finite)) / len(x0)),
         "nll": float(-np.mean(log_p)) if len(finite) else float("nan"),
-        "energy": float(energy_distance(finite[:n_energy], target)) if len(finite) else float("nan"),
-        "energy_baseline": float(energy_distance(baseline, target)),
+        "energy": float(energy),
+        "energy_baseline": ref.baseline,
     }
     out["leakage"] = float(np.mean(post(negative))) if negative is not None else float("nan")
     out["leakage_hard"] = float(np.mean(post(negative) > 0.5)) if negative is not None else float("nan")

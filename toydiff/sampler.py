@@ -132,3 +132,9 @@ def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, kno
     inputs = (jnp.arange(config.steps), jnp.asarray(ts, jnp.float32), ab_t, ab_next)
     carry, (xs, info) = jax.lax.scan(step, carry, inputs)
     return Result(carry.x, jnp.concatenate([x_T[None], xs]), info)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def sample_sweep(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, knobs: dict) -> Result:
+    """`sample` over a sweep in one compiled call: knobs hold (G,) arrays, the Result gains axis G."""
+    return jax.vmap(lambda k: sample(config, den, key, cond, k))(knobs)
