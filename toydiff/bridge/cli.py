@@ -1,0 +1,137 @@
+"""`python -m toydiff bridge sd ...`: rules × seeds on a Stable Diffusion (XL) model, written as an image
+grid (PNG), the per-step diagnostics (JSON) and a weights-over-time plot. Imports torch only in `run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from .. import guidance
+
+INSTALL = "bridge needs: pip install -r requirements-bridge.txt"
+WHERE = "a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Adds the bridge's arguments to its subparser."""
+    p.add_argument("family", choices=("sd",), help="sd: Stable Diffusion 1.5 or SDXL (auto-detected)")
+    p.add_argument("--model", required=True, help="hub id (owner/name) or local diffusers folder")
+    p.add_argument("--prompt", default="", help="positive prompt (default: none)")
+    p.add_argument("--negative", required=True, help="negative prompt")
+    p.add_argument("--rules", default="ncfg,ccfg,dng,sd_negative", help="comma-separated guidance rules")
+    p.add_argument("--gamma", type=float, default=7.5, help="guidance scale γ for every rule")
+    p.add_argument("--tau", type=float, default=0.2, help="CCFG temperature τ (official: 0.2 on SD latents)")
+    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other rule knob, e.g. prior=0.05 or w_neg=1 (repeatable)")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--seeds", default="0-7", help="seeds: 0-7, 0,3,5 or a mix")
+    p.add_argument("--batch", type=int, default=4, help="seeds per UNet call (3 branches each)")
+    p.add_argument("--null", choices=("empty", "zeros"), default="empty",
+                   help='∅ branch: the encoding of "" (CCFG code) or zeros (SDXL default)')
+    p.add_argument("--offline", action="store_true", help="never download (as HF_HUB_OFFLINE=1)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from '0-7', '0,3,5' or '0-3,9'; a bad item -> ValueError naming it."""
+    seeds = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        lo, _, hi = item.partition("-")
+        if not (lo.isdigit() and (not hi or hi.isdigit())) or (hi and int(hi) < int(lo)):
+            raise ValueError(f"--seeds: bad item {item!r}; use 0-7, 0,3,5 or 0-3,9")
+        seeds.extend(range(int(lo), int(hi or lo) + 1))
+    if not seeds:
+        raise ValueError("--seeds: no seeds given")
+    return seeds
+
+
+def parse_knobs(items: list[str]) -> dict[str, float]:
+    """{'prior': 0.05, ...} from NAME=VALUE strings; unknown names or non-numbers -> ValueError."""
+    known = {k for r in guidance.RULES.values() for k in r.all_params}
+    knobs = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in known:
+            raise ValueError(f"--knob: unknown knob {name!r}; valid: {', '.join(sorted(known))}")
+        try:
+            knobs[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--knob: {item!r} needs a number after '='") from None
+    return knobs
+
+
+def check_model(model: str) -> None:
+    """Raises ValueError when model names a local folder that is not there (hub ids are owner/name)."""
+    path = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") != 1
+    if looks_local and not (path / "model_index.json").is_file():
+        what = "has no model_index.json" if path.is_dir() else "not found"
+        raise ValueError(f"--model: {model} {what}; put {WHERE} there, or pass a hub id")
+
+
+def _check(args) -> tuple[list[str], list[int], dict]:
+    """(rules, seeds, knobs) validated before anything heavy is imported or loaded."""
+    rules = [s.strip() for s in args.rules.split(",") if s.strip()]
+    for name in rules:
+        guidance.rule(name)  # unknown name -> ValueError listing the valid ones
+    if args.steps < 1 or args.batch < 1:
+        raise ValueError("--steps and --batch must be >= 1")
+    check_model(args.model)
+    return rules, parse_seeds(args.seeds), parse_knobs(args.knob)
+
+
+def _require() -> None:
+    """Raises ValueError(INSTALL) when torch, diffusers or transformers is missing."""
+    try:
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ValueError(INSTALL) from None
+
+
+def _merge(infos: list[dict]) -> dict:
+    """Per-step info of several seed batches, joined along the seed axis."""
+    import numpy as np
+
+    return {k: infos[0][k] if k == "t" else np.concatenate([i[k] for i in infos], 1) for k in infos[0]}
+
+
+def _jsonable(info: dict) -> dict:
+    """Nested lists with non-finite numbers as null."""
+    clean = lambda x: x if math.isfinite(x) else None
+    return {k: [clean(float(x)) for x in v] if v.ndim == 1 else [[clean(float(x)) for x in row] for row in v]
+            for k, v in info.items()}
+
+
+def run(args) -> None:
+    """Generates every rule × seed, then writes grid.png, diagnostics.json and weights.png into --out."""
+    rules, seeds, extra = _check(args)
+    _require()
+    import numpy as np
+
+    from . import figures, loop, sd
+
+    for name in rules:
+        loop.bridge_rule(name)  # before the (slow) model load
+    pipe = sd.load(args.model, local_files_only=True if args.offline else None)
+    images, infos, knobs = {}, {}, {}
+    for name in rules:
+        knobs[name] = loop.default_knobs(name, gamma=args.gamma, tau=args.tau, **extra)
+        batches = [seeds[i:i + args.batch] for i in range(0, len(seeds), args.batch)]
+        outs = [sd.generate(pipe, args.prompt, args.negative, name, knobs[name], b, steps=args.steps,
+                            null=args.null) for b in batches]
+        images[name] = np.concatenate([o[0] for o in outs])
+        infos[name] = _merge([o[1] for o in outs])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{args.prompt!r}  not {args.negative!r}  γ={args.gamma:g}  τ={args.tau:g}  {args.steps} steps"
+    figures.grid(images, seeds, title).savefig(out / "grid.png", dpi=100)
+    figures.weights(infos).savefig(out / "weights.png", dpi=100)
+    meta = {"model": args.model, "prompt": args.prompt, "negative": args.negative, "seeds": seeds,
+            "steps": args.steps, "null": args.null, "xl": sd.is_xl(pipe)}
+    rules_json = {n: {"knobs": knobs[n], **_jsonable(infos[n])} for n in rules}
+    (out / "diagnostics.json").write_text(json.dumps({**meta, "rules": rules_json}, indent=1))
+    print(f"wrote {out / 'grid.png'}, {out / 'weights.png'}, {out / 'diagnostics.json'}")

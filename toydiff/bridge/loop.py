@@ -1,0 +1,102 @@
+"""The guided denoising loop: any diffusers scheduler, an `eps_fn` that gives the ∅, positive and negative
+branches in one forward, and a toydiff guidance rule applied to the torch tensors as they are (MATH §3).
+
+`eps_fn(model_input, t) -> {"uncond": ε_∅, "pos": ε_p, "neg": ε_n}`, each (B, C, H, W). Text models build
+it in `sd.py`; a class-conditional `UNet2DModel` needs only `labels = [null]*B + [pos]*B + [neg]*B` and
+`lambda x, t: dict(zip(BRANCHES, unet(torch.cat([x] * 3), t, class_labels=labels).sample.chunk(3)))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .. import guidance
+
+BRANCHES = ("uncond", "pos", "neg")  # order of the three branches in the batched forward
+EpsFn = Callable[[torch.Tensor, torch.Tensor], dict]
+Hook = Callable[[int, torch.Tensor, dict, torch.Tensor, dict], None]  # (i, t, branches, eps, info)
+
+
+class LoopResult(NamedTuple):
+    latents: torch.Tensor  # (B, C, H, W) final latents
+    info: dict  # name -> (S, B) float32 numpy per-step diagnostics; "t" -> (S,)
+
+
+def bridge_rule(name: str) -> guidance.Rule:
+    """The registered rule, checked to need only branches an image model gives (∅, positive, negative)."""
+    r = guidance.rule(name)
+    missing = set(r.branches) - {*BRANCHES, "cond"}
+    if missing or r.state == "oracle":
+        why = f"branch {', '.join(sorted(missing))}" if missing else "an exact posterior"
+        raise ValueError(f"rule {name!r} needs {why}, which an image model does not give")
+    return r
+
+
+def default_knobs(name: str, **overrides) -> dict[str, float]:
+    """The rule's knobs (its own and its state's) at their registry defaults, then overrides it has."""
+    params = guidance.rule(name).all_params
+    knobs = {k: p.default for k, p in params.items()}
+    knobs.update({k: v for k, v in overrides.items() if k in params and v is not None})
+    return {k: float(v) for k, v in knobs.items()}
+
+
+def guide(r: guidance.Rule, branches: dict, knobs: dict, p_neg=None) -> tuple[torch.Tensor, dict]:
+    """(ε̂, info): rule r on the branches ("cond" = the positive prompt) plus ‖Δ_n‖², ‖Δ_p‖², ‖ε̂ − ε_p‖."""
+    eps, info = guidance.apply(r, {**branches, "cond": branches["pos"]}, knobs, p_neg)
+    sq = guidance._sq_norm  # float32 even for float16 branches
+    info["d_neg_sq"] = sq(branches["neg"] - branches["uncond"])  # (B,)
+    info["d_pos_sq"] = sq(branches["pos"] - branches["uncond"])  # (B,)
+    info["guidance_norm"] = torch.sqrt(sq(eps - branches["pos"]))  # (B,) distance from plain ε_p
+    return eps, info
+
+
+def _ddim_mean(x, eps, ab, ab_next):
+    """Deterministic DDIM(η=0) step from x_t under ε: √ᾱ' x̂0 + √(1−ᾱ') ε (MATH §1)."""
+    x0_hat = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    return ab_next.sqrt() * x0_hat + (1 - ab_next).sqrt() * eps
+
+
+def dng_step(p_neg, x_t, eps, branches, ab, ab_next, knobs) -> torch.Tensor:
+    """(B,) DNG's p(n | x_t') after one step, as the toy sampler at η = 0 tracks it (float32)."""
+    # DDIM means from the scheduler's ᾱ, whatever scheduler moves the latents: x_t cancels out of
+    # ‖x'−μ_n‖² − ‖x'−μ_∅‖², so p_t is the same for DDIM, Euler or PNDM given the same branches.
+    mean = lambda e: _ddim_mean(x_t.float(), e.float(), ab, ab_next)
+    sigma2 = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=1e-12)  # DDPM reverse variance
+    state = {k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")}
+    return guidance.dng_update(p_neg, mean(eps), mean(branches["neg"]), mean(branches["uncond"]), sigma2,
+                               **state)
+
+
+def _alpha_bars(scheduler, timesteps, i):
+    """(ᾱ_t, ᾱ_t') in float64 for step i; ᾱ = 1 after the last step, as in the toy sampler."""
+    abs_ = scheduler.alphas_cumprod.double()
+    ab = abs_[int(timesteps[i])]
+    ab_next = abs_[int(timesteps[i + 1])] if i + 1 < len(timesteps) else torch.ones((), dtype=abs_.dtype)
+    return ab, ab_next
+
+
+@torch.no_grad()
+def sample(eps_fn: EpsFn, scheduler, latents, timesteps, rule: str, knobs: dict, *, step_kwargs=None,
+           hook: Hook | None = None) -> LoopResult:
+    """Denoises latents with the guided rule; DNG's p_t rides along like the toy sampler's carry."""
+    r = bridge_rule(rule)
+    p_neg = torch.full(latents.shape[:1], knobs.get("prior", 0.0), dtype=torch.float32, device=latents.device)
+    rows = []
+    for i, t in enumerate(timesteps):
+        x_in = scheduler.scale_model_input(latents, t)  # the VP x_t for Euler-type schedulers too
+        branches = eps_fn(x_in, t)
+        eps, info = guide(r, branches, knobs, p_neg)
+        if hook is not None:
+            hook(i, t, branches, eps, info)
+        latents = scheduler.step(eps, t, latents, **(step_kwargs or {}), return_dict=False)[0]
+        if r.state == "tracked":
+            ab, ab_next = (a.to(latents.device, torch.float32) for a in _alpha_bars(scheduler, timesteps, i))
+            p_neg = dng_step(p_neg, x_in, eps, branches, ab, ab_next, knobs)
+        rows.append({k: v.float().cpu().numpy() for k, v in info.items()})
+    info = {k: np.stack([row[k] for row in rows]) for k in rows[0]} if rows else {}
+    info["t"] = np.asarray([float(t) for t in timesteps], np.float32)
+    return LoopResult(latents, info)
