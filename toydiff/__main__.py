@@ -78,7 +78,9 @@ def cmd_train(args):
     """Trains the main and weak nets of one preset (or all) and prints their ε error tables."""
     from . import mixtures, train
 
-    names = mixtures.PRESETS if args.all else [mixtures.preset_info(args.preset) and args.preset]
+    if not args.all:
+        mixtures.preset_info(args.preset)  # unknown name -> ValueError listing the valid ones
+    names = mixtures.PRESETS if args.all else [args.preset]
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps: must be >= 1, got {args.steps}")
     config = train.TrainConfig(**({} if args.steps is None else {"steps": args.steps}))
@@ -110,6 +112,11 @@ def cmd_bridge(args):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bridge"] and argv[1:2] and argv[1].startswith("digits-"):  # digits-train | digits-table
+        from .bridge.cli import digits_main
+
+        return digits_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m toydiff", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("metrics", help=cmd_metrics.__doc__)
