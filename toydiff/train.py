@@ -1,0 +1,242 @@
+"""optax training of the ε-network on exact mixture samples (label dropout to ∅, parameter EMA),
+weak guide nets for autoguidance, and the relative ε error against the exact oracle."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import exact, nets, schedule
+from .mixtures import Mixture
+
+ERROR_TS = (10, 50, 200, 500, 900)  # timesteps of the error table
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 8_000
+    batch: int = 512
+    lr: float = 3e-3
+    warmup: int = 500
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    ema_decay: float = 0.999
+    p_uncond: float = 0.2  # probability of the null concept, trained on x ~ p(x)
+    chunk: int = 1000  # steps per lax.scan call (one progress-bar update)
+    schedule: str = "linear"
+
+
+class TrainState(NamedTuple):
+    params: dict
+    opt_state: optax.OptState
+    ema: dict  # EMA of the parameters (optax.ema would average gradients)
+    step: jax.Array  # () int32
+
+
+class Data(NamedTuple):
+    """The mixture as the arrays one training batch needs."""
+
+    means: jax.Array  # (K, 2)
+    chol: jax.Array  # (K, 2, 2) Cholesky factors of the covariances
+    cdf: jax.Array  # (C+1, K) cumulative component probabilities per concept row, last row ∅
+    alpha_bars: jax.Array  # (T,)
+
+
+def make_data(mix: Mixture, kind: str = "linear") -> Data:
+    """Data of a mixture: component means, Cholesky factors and per-concept CDFs."""
+    cdf = jnp.cumsum(jax.nn.softmax(exact.concept_table(mix), axis=-1), axis=-1)
+    return Data(
+        jnp.asarray(mix.means),
+        jnp.linalg.cholesky(jnp.asarray(mix.covs)),
+        cdf,
+        jnp.asarray(schedule.alpha_bars(kind)),
+    )
+
+
+def default_net_config(mix: Mixture, weak: bool = False) -> nets.NetConfig:
+    """Main (3×128, input Fourier features) or weak (2×32) net, scaled to the mixture's spread."""
+    x, w, covs = np.asarray(mix.means), np.asarray(mix.weights), np.asarray(mix.covs)
+    spread = w @ np.sum((x - w @ x) ** 2, -1) + w @ np.trace(covs, axis1=1, axis2=2)  # E‖x − E x‖²
+    data_std = float(np.sqrt(spread / 2))
+    min_std = float(np.sqrt(np.min(np.linalg.eigvalsh(np.asarray(mix.covs)))))
+    size = dict(hidden=32, depth=2) if weak else dict(x_freqs=8)
+    return nets.NetConfig(len(mix.concepts), data_std=data_std, min_std=min_std, **size)
+
+
+def weak_train_config(config: TrainConfig) -> TrainConfig:
+    """The guide net's training: an eighth of the main net's steps (autoguidance: smaller, shorter)."""
+    steps = max(config.steps // 8, 1)  # chunk / 8 too: one compile when the main chunks divide
+    chunk = max(config.chunk // 8, 1)
+    return dataclasses.replace(config, steps=steps, warmup=config.warmup // 8, chunk=chunk)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """clip_by_global_norm + adamw with a linear warm-up and cosine decay."""
+    warmup = min(config.warmup, config.steps // 10)  # short runs (tests, --steps 16) still decay
+    lr = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, config.steps, config.lr * 0.01)
+    adamw = optax.adamw(lr, weight_decay=config.weight_decay)
+    return optax.chain(optax.clip_by_global_norm(config.clip), adamw)
+
+
+def init_state(key: jax.Array, net_config: nets.NetConfig, config: TrainConfig) -> TrainState:
+    """Random parameters, fresh optimizer state, EMA = parameters, step 0."""
+    params = nets.init(key, net_config)
+    return TrainState(params, make_optimizer(config).init(params), params, jnp.int32(0))
+
+
+def sample_x0(key: jax.Array, data: Data, concept: jax.Array) -> jax.Array:
+    """(B, 2) exact x ~ p(x | c) per concept id (B,) (C = ∅: p(x)): component by inverse CDF, then μ + Lz."""
+    u_key, z_key = jax.random.split(key)
+    u = jax.random.uniform(u_key, concept.shape)
+    comps = jax.vmap(lambda cdf: jnp.searchsorted(cdf, u))(data.cdf)  # (C+1, B), cheap for K = 2032
+    k = jnp.minimum(comps[concept, jnp.arange(concept.shape[0])], data.means.shape[0] - 1)
+    z = jax.random.normal(z_key, (concept.shape[0], 2))
+    return data.means[k] + jnp.einsum("nij,nj->ni", data.chol[k], z)
+
+
+def sample_batch(key: jax.Array, data: Data, batch: int, p_uncond: float):
+    """(x0 (B, 2), concept ids (B,)): ∅ with prob p_uncond and x ~ p(x), else c uniform and x ~ p(x|c)."""
+    drop_key, c_key, x_key = jax.random.split(key, 3)
+    n_concepts = data.cdf.shape[0] - 1
+    concept = jnp.where(
+        jax.random.bernoulli(drop_key, p_uncond, (batch,)),
+        n_concepts,
+        jax.random.randint(c_key, (batch,), 0, n_concepts),
+    )
+    return sample_x0(x_key, data, concept), concept
+
+
+def loss_fn(params, net_config, data: Data, key, config: TrainConfig) -> jax.Array:
+    """ε-prediction MSE at t uniform over the T training steps, on fresh exact samples."""
+    batch_key, t_key, eps_key = jax.random.split(key, 3)
+    x0, concept = sample_batch(batch_key, data, config.batch, config.p_uncond)
+    t = jax.random.randint(t_key, (config.batch,), 0, data.alpha_bars.shape[0])
+    ab = data.alpha_bars[t]  # (B,)
+    eps = jax.random.normal(eps_key, x0.shape)
+    x_t = jnp.sqrt(ab)[:, None] * x0 + jnp.sqrt(1 - ab)[:, None] * eps
+    return jnp.mean((nets.apply(params, net_config, x_t, t, ab, concept) - eps) ** 2)
+
+
+def _step(state: TrainState, data: Data, key, net_config, config) -> tuple[TrainState, jax.Array]:
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, net_config, data, key, config)
+    updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))  # EMA warm-up
+    ema = optax.incremental_update(params, state.ema, 1.0 - decay)
+    return TrainState(params, opt_state, ema, state.step + 1), loss
+
+
+train_step = jax.jit(_step, static_argnames=("net_config", "config"))
+train_step.__doc__ = "(new state, loss): one optax step on a fresh batch drawn with key."
+
+
+@functools.partial(jax.jit, static_argnames=("net_config", "config", "length"))
+def train_chunk(state: TrainState, data: Data, key, net_config, config, length: int):
+    """(state, mean loss) after `length` steps in one lax.scan; step i uses fold_in(key, i)."""
+
+    def body(s, _):
+        return _step(s, data, jax.random.fold_in(key, s.step), net_config, config)
+
+    state, losses = jax.lax.scan(body, state, None, length=length)
+    return state, jnp.mean(losses)
+
+
+def train(
+    mix: Mixture,
+    net_config: nets.NetConfig,
+    config: TrainConfig,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[TrainState, dict]:
+    """(final state, log {steps, wall_time_s, cpu_time_s, final_loss, ...}) of training from a seed."""
+    from tqdm import tqdm
+
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    state, data = init_state(init_key, net_config, config), make_data(mix, config.schedule)
+    start, cpu_start, loss = time.perf_counter(), time.process_time(), jnp.nan
+    with tqdm(total=config.steps, desc=desc, disable=not progress, leave=False) as bar:
+        while int(state.step) < config.steps:
+            length = min(config.chunk, config.steps - int(state.step))
+            state, loss = train_chunk(state, data, train_key, net_config, config, length)
+            bar.update(length)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+    jax.block_until_ready(state)
+    return state, {
+        "steps": config.steps,
+        "wall_time_s": time.perf_counter() - start,
+        "cpu_time_s": time.process_time() - cpu_start,  # all threads; wall depends on load
+        "load_average": os.getloadavg()[0],
+        "final_loss": float(loss),
+    }
+
+
+def relative_error(eps_net, eps_true) -> float:
+    """Ratio of RMS ‖ε_net − ε*‖ / ‖ε*‖ over samples (stable where ε* ≈ 0, unlike a mean of ratios)."""
+    return float(
+        np.sqrt(np.sum((np.asarray(eps_net) - np.asarray(eps_true)) ** 2) / np.sum(np.asarray(eps_true) ** 2))
+    )
+
+
+def error_table(
+    mix: Mixture, params, net_config: nets.NetConfig, n: int = 4000, seed: int = 1234, kind: str = "linear"
+) -> dict[str, list[float]]:
+    """{concept name or 'null': relative ε error at each t of ERROR_TS} on x_t ~ p_t(·|c)."""
+    data, ab_all = make_data(mix, kind), schedule.alpha_bars(kind)
+    names = (*mix.concepts, "null")
+    table = {}
+    for row, name in enumerate(names):
+        key = jax.random.fold_in(jax.random.key(seed), row)
+        concept = jnp.full(n, row)
+        x0 = sample_x0(key, data, concept)
+        errs = []
+        for t in ERROR_TS:
+            ab = float(ab_all[t])
+            x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * jax.random.normal(jax.random.fold_in(key, t), x0.shape)
+            eps_net = nets.apply(params, net_config, x_t, t, ab, concept)
+            errs.append(relative_error(eps_net, exact.eps(mix, x_t, ab, None if name == "null" else row)))
+        table[name] = errs
+    return table
+
+
+def train_preset(
+    name: str, out, config: TrainConfig = TrainConfig(), seed: int = 0, progress: bool = True
+) -> list[tuple[str, dict]]:
+    """Trains, evaluates and saves the main and weak nets of a preset: [(stem, metadata), ...]."""
+    from . import checkpoint, mixtures
+
+    mix, saved = mixtures.preset(name), []
+    for weak in (False, True):
+        net_config = default_net_config(mix, weak)
+        cfg = weak_train_config(config) if weak else config
+        state, log = train(mix, net_config, cfg, seed, progress, desc=f"{name}{'_weak' if weak else ''}")
+        errors = {
+            "t": list(ERROR_TS),
+            "metric": "ratio of RMS ‖ε_net − ε*‖ / ‖ε*‖, x_t ~ p_t(·|c)",
+            "rows": error_table(mix, state.ema, net_config),
+        }
+        stem = checkpoint.pretrained_stem(name, weak, out)
+        meta = dict(preset=name, train=dataclasses.asdict(cfg), seed=seed, errors=errors, **log)
+        checkpoint.save(stem, state.ema, net_config, mix, **meta)
+        saved.append((str(stem), meta))
+    return saved
+
+
+def format_errors(stem: str, meta: dict) -> str:
+    """Printable summary of a checkpoint: wall time, loss and its relative ε error table."""
+    ts = meta["errors"]["t"]
+    lines = [
+        f"{stem}: {meta['steps']} steps in {meta['wall_time_s']:.1f} s, loss {meta['final_loss']:.4f}",
+        f"  {'concept':>8} " + " ".join(f"t={t:<4}" for t in ts) + "  mean",
+    ]
+    for name, errs in meta["errors"]["rows"].items():
+        lines.append(f"  {name:>8} " + " ".join(f"{e:6.3f}" for e in errs) + f"  {np.mean(errs):.3f}")
+    return "\n".join(lines)
