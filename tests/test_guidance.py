@@ -45,6 +45,10 @@ def reference(name, br, k):
             out[i] = e["uncond"] + g * (dp - k["w_neg"] * perp)
         elif name == "autoguidance":
             out[i] = e["weak"] + g * (e["cond"] - e["weak"])
+        elif name == "sims":
+            out[i] = e["cond"] - g * (e["weak"] - e["cond"])
+        elif name == "perturbed":
+            out[i] = e["cond"] + g * (e["cond"] - e["weak"])
         elif name == "icg":
             out[i] = e["rand"] + g * (e["pos"] - e["rand"])
     return out

@@ -30,12 +30,13 @@ class ExactEps:
 
 @dataclasses.dataclass(frozen=True)
 class NetEps:
-    """ε of an MLP with the given architecture; params = its weights."""
+    """ε of an MLP with the given architecture (skip ≥ 0: one hidden layer left out); params = weights."""
 
     config: nets.NetConfig
+    skip: int = -1
 
     def __call__(self, mix, params, x, t, alpha_bar, concept):
-        return nets.apply(params, self.config, x, t, alpha_bar, concept)
+        return nets.apply(params, self.config, x, t, alpha_bar, concept, self.skip)
 
 
 @jax.tree_util.register_dataclass
@@ -57,6 +58,11 @@ def learned(mix: Mixture, params, config: nets.NetConfig, weak=None, weak_config
     """A learned main net; its weak model is the weak net if given, else the same net."""
     weak_config = weak_config or config
     return Denoiser(mix, params, params if weak is None else weak, NetEps(config), NetEps(weak_config))
+
+
+def perturbed(mix: Mixture, params, config: nets.NetConfig, skip: int = 0) -> Denoiser:
+    """The main net, with itself minus one hidden layer as the weak model (perturbed-network guidance)."""
+    return Denoiser(mix, params, params, NetEps(config), NetEps(config, skip))
 
 
 def learned_weak(mix: Mixture, weak, weak_config: nets.NetConfig) -> Denoiser:

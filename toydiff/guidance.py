@@ -119,6 +119,18 @@ def autoguidance(eps_cond: Array, eps_weak: Array, *, gamma) -> tuple[Array, dic
     return eps_weak + gamma * (eps_cond - eps_weak), _info(scale_pos=scale)
 
 
+def sims(eps_cond: Array, eps_weak: Array, *, gamma) -> tuple[Array, dict]:
+    """SIMS: ε̂ = ε_main − w(ε_sims − ε_main), ε_sims a net fine-tuned on its own samples (Alemohammad 2024)."""
+    scale = gamma * _ones(eps_cond)
+    return eps_cond - gamma * (eps_weak - eps_cond), _info(scale_neg=scale)
+
+
+def perturbed(eps_cond: Array, eps_weak: Array, *, gamma) -> tuple[Array, dict]:
+    """Perturbed-network guidance: ε̂ = ε + w(ε − ε_perturbed), one hidden layer skipped (cf. PAG, SLG)."""
+    scale = gamma * _ones(eps_cond)
+    return eps_cond + gamma * (eps_cond - eps_weak), _info(scale_neg=scale)
+
+
 def icg(eps_rand: Array, eps_pos: Array, *, gamma) -> tuple[Array, dict]:
     """ICG: CFG with ε_∅ replaced by ε(x_t, c_random) (Sadat et al. 2024)."""
     scale = gamma * _ones(eps_pos)
@@ -150,6 +162,7 @@ class Rule(NamedTuple):
     optional_pos: bool = False  # takes eps_pos= when a positive concept is given
     state: str | None = None  # "tracked" | "oracle": DNG's p(n | x_t), carried by the sampler
     state_params: dict[str, Param] = {}  # knobs of the state, not of fn
+    weak: str = "weak"  # model of the 'weak' branch: weak (shipped weak net | δ-blur), sims, skip
 
     @property
     def all_params(self) -> dict[str, Param]:
@@ -189,6 +202,10 @@ RULES: dict[str, Rule] = {
         Rule("perp_neg", perp_neg, "Perp-Neg", ("uncond", "pos", "neg"),
              {"gamma": _gamma(3.0), "w_neg": Param(1.0, 0.0, 5.0, help="weight of the perpendicular part")}),
         Rule("autoguidance", autoguidance, "Autoguidance", ("cond", "weak"), {"gamma": _gamma(2.0)}),
+        Rule("sims", sims, "SIMS (self-trained negative)", ("cond", "weak"), {"gamma": _gamma(1.0)},
+             weak="sims"),
+        Rule("perturbed", perturbed, "Perturbed-network guidance", ("cond", "weak"), {"gamma": _gamma(1.0)},
+             weak="skip"),
         Rule("icg", icg, "Independent condition guidance", ("rand", "pos"), {"gamma": _gamma(3.0)}),
     )
 }

@@ -174,12 +174,21 @@ def _coerce(key: str, value):
 
 
 def denoiser(scene: Scene, mix: Mixture) -> denoisers.Denoiser:
-    """The scene's denoiser: the exact oracle (δ-blurred weak model) or the shipped nets."""
+    """The scene's denoiser: the exact oracle (its weak model: the δ-blurred mixture) or the shipped
+    nets, whose weak model is the rule's: the weak net, the SIMS net, or the net minus a layer."""
     if scene.score == "exact":
         return denoisers.exact_denoiser(mix, scene.delta)
     from . import checkpoint  # only learned scores need weights
 
-    return checkpoint.pretrained_denoiser(scene.preset, mix, weak_only=scene.score == "weak")
+    weak = guidance.rule(scene.method).weak
+    if scene.score == "weak" or weak == "weak":
+        return checkpoint.pretrained_denoiser(scene.preset, mix, weak_only=scene.score == "weak")
+    params, config, _ = checkpoint.load(checkpoint.pretrained_stem(scene.preset or ""), mix)
+    if weak == "skip":
+        return denoisers.perturbed(mix, params, config, skip=0)
+    from . import sims
+
+    return denoisers.learned(mix, params, config, sims.sims_params(mix, params, config), config)
 
 
 def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Result, dict]:

@@ -86,9 +86,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.clip), adamw)
 
 
-def init_state(key: jax.Array, net_config: nets.NetConfig, config: TrainConfig) -> TrainState:
-    """Random parameters, fresh optimizer state, EMA = parameters, step 0."""
-    params = nets.init(key, net_config)
+def init_state(key: jax.Array, net_config: nets.NetConfig, config: TrainConfig, params=None) -> TrainState:
+    """Random (or given) parameters, fresh optimizer state, EMA = parameters, step 0."""
+    params = nets.init(key, net_config) if params is None else params
     return TrainState(params, make_optimizer(config).init(params), params, jnp.int32(0))
 
 
@@ -156,12 +156,16 @@ def train(
     seed: int = 0,
     progress: bool = True,
     desc: str = "train",
+    params: dict | None = None,
 ) -> tuple[TrainState, dict]:
-    """(final state, log {steps, wall_time_s, cpu_time_s, final_loss, ...}) of training from a seed."""
+    """(final state, log {steps, wall_time_s, cpu_time_s, final_loss, ...}) of training from a seed.
+
+    params, if given, are the starting weights (fine-tuning) instead of a random initialisation.
+    """
     from tqdm import tqdm
 
     init_key, train_key = jax.random.split(jax.random.key(seed))
-    state, data = init_state(init_key, net_config, config), make_data(mix, config.schedule)
+    state, data = init_state(init_key, net_config, config, params), make_data(mix, config.schedule)
     start, cpu_start, loss = time.perf_counter(), time.process_time(), jnp.nan
     with tqdm(total=config.steps, desc=desc, disable=not progress, leave=False) as bar:
         while int(state.step) < config.steps:
