@@ -83,7 +83,7 @@ def main():
         ax.set(xlabel=key, ylabel="outer-branch coverage (higher = more diverse)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("tree, class A, shipped nets: guidance weight w annotated")
+    fig.suptitle(f"tree, class A, {args.score} scores: guidance weight w annotated")
     fig.tight_layout()
     fig.savefig(out / f"autoguidance_tree_{args.score}.png")
     lines = ["| method | w | off-support | NLL | outer coverage | energy |", "|---|---|---|---|---|---|"]
