@@ -6,6 +6,8 @@ No math here: numbers come from `toydiff`, figures from `toydiff.viz.plots`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pathlib
 
@@ -21,81 +23,281 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 import toydiff  # noqa: E402
-from toydiff import exact, fields, guidance, metrics, mixtures, sampler, schedule  # noqa: E402
+from toydiff import fields, guidance, mixtures, schedule  # noqa: E402
 from toydiff import scene as scene_mod  # noqa: E402
-from toydiff.metrics import preset_threshold  # noqa: E402
+from toydiff import scenes as scenes_mod  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
 from toydiff.viz import plots  # noqa: E402
-from toydiff.viz.export import outcomes  # noqa: E402
+from ui import panels, state  # noqa: E402
+from ui.compute import (  # noqa: E402
+    FIELD_RES,
+    SCORE_LABELS,
+    background,
+    denoiser_for,
+    field_at,
+    load_mixture,
+    metrics_of,
+    mix_key,
+    mixture_of,
+    run_key,
+    simulate,
+    threshold_of,
+)
+from ui.state import CUSTOM  # noqa: E402
 
 SIDES = {  # the view on open: same seeds, nCFG left, CCFG right, at settings where they differ
     "left": {"method": "ncfg", "gamma": 2.0},
     "right": {"method": "ccfg", "gamma": 2.0, "tau": 1.0},
 }
-MAX_FRAMES = 50  # animation frames sent to the browser
-FIELD_RES = 41  # heatmap grid; arrows on every other point (21 × 21)
-BG_RES = 120
-SCORE_LABELS = {"exact": "exact oracle", "learned": "learned net", "weak": "weak net"}
-SYMBOLS = {"gamma": "γ", "tau": "τ", "w_neg": "w⁻", "prior": "p_T", "temp": "Temp", "offset": "offset",
-           "p_min": "p_min", "p_max": "p_max"}
-FIELD_TOGGLES = {"uncond": "unconditional ε", "pos": "positive ε", "neg": "negative ε",
-                 "guided": "guided ε̂", "term": "guidance term", "step": "step x_t' − x_t"}
-HEAT_OPTIONS = {"scale_neg": "effective negative scale γλ⁻", "lam_neg": "rule weight λ⁻",
-                "p_neg": "posterior p(n | x_t)", "log_p": "log density log p_t(x)"}
-WEIGHT_KEYS = ("lam_neg", "scale_neg", "lam_pos", "scale_pos")
+SYMBOLS = {
+    "gamma": "γ",
+    "tau": "τ",
+    "w_neg": "w⁻",
+    "prior": "p_T",
+    "temp": "Temp",
+    "offset": "offset",
+    "p_min": "p_min",
+    "p_max": "p_max",
+}
+FIELD_TOGGLES = {
+    "uncond": "unconditional ε",
+    "pos": "positive ε",
+    "neg": "negative ε",
+    "guided": "guided ε̂",
+    "term": "guidance term",
+    "step": "step x_t' − x_t",
+}
+HEAT_OPTIONS = {
+    "scale_neg": "effective negative scale γλ⁻",
+    "lam_neg": "rule weight λ⁻",
+    "p_neg": "posterior p(n | x_t)",
+    "log_p": "log density log p_t(x)",
+}
+NONE = "— none —"  # the concept selectors' "no concept" entry
 
 
 def main():
-    st.set_page_config(page_title="toydiff · negative guidance side by side", layout="wide")
+    present = presentation_flag()
+    st.set_page_config(
+        page_title="toydiff · negative guidance side by side",
+        layout="wide",
+        initial_sidebar_state="collapsed" if present else "auto",
+    )
+    state.load_url_once()
+    state.apply_pending()
+    present = lecture_ui()
     common = common_ui()
     specs = {side: rule_ui(side) for side in SIDES}
-    st.title("Negative guidance, side by side")
-    st.caption(f"**{common['preset']}**: {mixtures.DESCRIPTIONS[common['preset']]} Both columns start "
-               "from the same noise. Grey: data density p(x); red, dotted: where p(negative | x) > ½. "
-               "Points: blue allowed, red leaked into the negative concept, grey off the data support.")
     scenes = {side: make_scene(common, spec) for side, spec in specs.items()}
-    runs = {side: simulate(s.to_json()) if isinstance(s, Scene) else None for side, s in scenes.items()}
-    trajectories_view(scenes, runs)
-    metrics_view(scenes, runs)
-    field_view(scenes)
+    pair = {side: s for side, s in scenes.items() if isinstance(s, Scene)}
+    name = state.write_url(pair, present).get("scene") if len(pair) == 2 else None
+    if present:
+        panels.presentation_style()
+    header(common, name, present)
+    for message in st.session_state.pop("url_warnings", []):
+        st.warning(message)
+    net = common["net"]
+    runs = {side: simulate(run_key(s), net) if isinstance(s, Scene) else None for side, s in scenes.items()}
+    if present:  # outside the fragment below: a step must rerun the whole page
+        panels.presentation_nav()
+    trajectories_view(scenes, runs, present)
+    metrics_view(scenes, net)
+    if present:
+        return
+    field_view(scenes, net)
     weights_view(scenes, runs)
     outcome_view(scenes, runs)
+    st.divider()
+    tabs = st.tabs(["Share", "γ sweep", "Export for slides", "Mixture editor", "Train a net"])
+    with tabs[0]:
+        panels.share_ui(pair)
+    with tabs[1]:
+        panels.sweep_ui(pair, net, denoiser_for)
+    with tabs[2]:
+        panels.export_ui(
+            pair,
+            runs,
+            {side: metrics_of(run_key(s), net) for side, s in pair.items()},
+            mixture_of,
+            threshold_of,
+        )
+    mix = load_mixture(common["preset"] or st.session_state["custom_mixture"])
+    with tabs[3]:
+        panels.editor_ui(mix)
+    with tabs[4]:
+        panels.train_ui(common, mix)
+
+
+def presentation_flag() -> bool:
+    """Presentation mode: the session's toggle, or on a session's first run the link's ?present=1."""
+    if "present" in st.session_state:
+        return bool(st.session_state["present"])
+    try:
+        return str(st.query_params.get("present", "0")).lower() in ("1", "true", "yes", "on", "")
+    except Exception:  # noqa: BLE001 - never fail before the page exists
+        return False
+
+
+def header(common: dict, name: str | None, present: bool):
+    """Title and caption: the curated scene's, or the data's description."""
+    if name:
+        c = scenes_mod.curated(name)
+        st.title(c.title)
+        st.markdown(
+            f"<div class='lecture-caption'>{c.caption}</div>" if present else c.caption,
+            unsafe_allow_html=True,
+        )
+        return
+    st.title("Negative guidance, side by side")
+    what = mixtures.DESCRIPTIONS[common["preset"]] if common["preset"] else "An edited mixture."
+    st.caption(
+        f"**{common['preset'] or CUSTOM}**: {what} Both columns start "
+        "from the same noise. Grey: data density p(x); red, dotted: where p(negative | x) > ½. "
+        "Points: blue allowed, red leaked into the negative concept, grey off the data support."
+    )
 
 
 # ------------------------------------------------------------------------------------------ widgets
+def lecture_ui() -> bool:
+    """Sidebar: the curated scenes and presentation mode; returns whether presentation mode is on."""
+    sb = st.sidebar
+    sb.header("Lecture")
+    names = ["—", *scenes_mod.NAMES]
+    titles = {c.name: c.title for c in scenes_mod.CURATED}
+    sb.selectbox(
+        "curated scene",
+        names,
+        key="lecture",
+        format_func=lambda n: titles.get(n, "— (free) —"),
+        on_change=lambda: state.select_curated(st.session_state["lecture"]),
+        help="Open a prepared scene: both columns, the data and t, with a caption saying what "
+        "to look at. Each has its own link (?scene=name).",
+    )
+    return sb.toggle(
+        "presentation mode",
+        key="present",
+        help="Large fonts and markers, one scene per screen, ◀ ▶ through the curated "
+        "scenes; the link gets ?present=1 (sidebar collapsed on open).",
+    )
+
+
 def common_ui() -> dict:
     """Sidebar settings shared by both columns: data, concepts, score source, sampler."""
-    sb = st.sidebar
+    sb, ss = st.sidebar, st.session_state
     sb.header("Data")
-    preset = sb.selectbox("preset", toydiff.PRESETS, key="preset",
-                          help="The 2D Gaussian mixture and its named concepts.")
-    info = mixtures.preset_info(preset)
-    concepts = [None, *load_mixture(preset).concepts]
-    name = lambda c: "— none —" if c is None else c
-    positive = sb.selectbox("positive concept (optional)", concepts, key=f"positive.{preset}",
-                            index=concepts.index(info.positive), format_func=name,
-                            help="Concept to steer towards (CFG-style term); rules such as CFG, "
-                                 "Perp-Neg and ICG need one.")
-    negative = sb.selectbox("negative concept", concepts, key=f"negative.{preset}",
-                            index=concepts.index(info.negative), format_func=name,
-                            help="Concept to steer away from; its region is shaded red.")
+    options = [*toydiff.PRESETS, *([CUSTOM] if "custom_mixture" in ss else [])]
+    if ss.get("preset") not in options:
+        ss["preset"] = "three_blobs"
+    choice = sb.selectbox(
+        "preset",
+        options,
+        key="preset",
+        help="The 2D Gaussian mixture and its named concepts (the mixture editor tab adds a custom one).",
+    )
+    preset = None if choice == CUSTOM else choice
+    mixture = json.loads(ss["custom_mixture"]) if preset is None else None
+    mix = load_mixture(preset or ss["custom_mixture"])
+    info = mixtures.preset_info(preset) if preset else mixtures.Preset(None, "", mix.concepts[-1])
+    concepts = [NONE, *mix.concepts]  # a string, not None: a None value would show as "no selection"
+    data = state.data_key()
+    for k in (f"positive.{data}", f"negative.{data}"):
+        if k in st.session_state and st.session_state[k] is None:
+            st.session_state[k] = NONE
+    index = lambda c: concepts.index(NONE if c is None else c)
+    positive = sb.selectbox(
+        "positive concept (optional)",
+        concepts,
+        key=f"positive.{data}",
+        **state.widget_kwargs(f"positive.{data}", index=index(info.positive)),
+        help="Concept to steer towards (CFG-style term); rules such as CFG, Perp-Neg and ICG need one.",
+    )
+    negative = sb.selectbox(
+        "negative concept",
+        concepts,
+        key=f"negative.{data}",
+        **state.widget_kwargs(f"negative.{data}", index=index(info.negative)),
+        help="Concept to steer away from; its region is shaded red.",
+    )
     sb.header("Model and sampler")
-    score = sb.radio("score source", scene_mod.SCORES, key="score", horizontal=True,
-                     format_func=SCORE_LABELS.get,
-                     help="Exact: closed-form ε of the mixture. Learned/weak: the shipped small "
-                          "networks (falls back to exact, with a warning, if weights are missing).")
-    delta = sb.slider("weak-model blur δ", 0.0, 2.0, 0.3, 0.05, key="delta",
-                      help="The exact weak model is the mixture blurred by δ (Σ + δ²I); used by "
-                           "autoguidance with exact scores.")
-    eta = sb.slider("sampler η", 0.0, 1.0, 0.0, 0.05, key="eta",
-                    help="DDIM stochasticity: 0 = deterministic DDIM, 1 = DDPM.")
-    steps = sb.slider("steps", 5, 200, 50, 5, key="steps", help="Number of sampling steps.")
-    n = sb.select_slider("number of points", [100, 250, 500, 1000, 2000, 5000], 2000, key="n",
-                         help="Samples per column (the same noise seeds on both sides).")
-    seed = sb.number_input("seed", 0, 2**31 - 1, 0, 1, key="seed",
-                           help="Random seed of x_T and of the DDPM noise; shared by both columns.")
-    return dict(preset=preset, positive=positive, negative=negative, score=score, delta=float(delta),
-                eta=float(eta), steps=int(steps), n=int(n), seed=int(seed))
+    nets = panels.user_nets(preset or ss["custom_mixture"])
+    if ss.get("score") not in (*scene_mod.SCORES, *nets):
+        ss["score"] = "exact"
+    score = sb.radio(
+        "score source",
+        [*scene_mod.SCORES, *nets],
+        key="score",
+        horizontal=True,
+        format_func=lambda s: SCORE_LABELS.get(s) or nets[s],
+        help="Exact: closed-form ε of the mixture. Learned/weak: the shipped small "
+        "networks (falls back to exact, with a warning, if weights are missing). "
+        "Nets you train in this session appear here too (not part of links).",
+    )
+    delta = sb.slider(
+        "weak-model blur δ",
+        0.0,
+        max(2.0, ss.get("delta", 0.0)),
+        key="delta",
+        step=0.05,
+        **state.widget_kwargs("delta", value=0.3),
+        help="The exact weak model is the mixture blurred by δ (Σ + δ²I); used by "
+        "autoguidance with exact scores.",
+    )
+    eta = sb.slider(
+        "sampler η",
+        0.0,
+        1.0,
+        key="eta",
+        step=0.05,
+        **state.widget_kwargs("eta", value=0.0),
+        help="DDIM stochasticity: 0 = deterministic DDIM, 1 = DDPM.",
+    )
+    steps = sb.slider(
+        "steps",
+        min(5, ss.get("steps", 5)),
+        max(200, ss.get("steps", 0)),
+        key="steps",
+        step=5,
+        **state.widget_kwargs("steps", value=50),
+        help="Number of sampling steps.",
+    )
+    n_options = sorted({100, 250, 500, 1000, 2000, 5000, int(ss.get("n", 2000))})
+    n = sb.select_slider(
+        "number of points",
+        n_options,
+        key="n",
+        **state.widget_kwargs("n", value=2000),
+        help="Samples per column (the same noise seeds on both sides).",
+    )
+    seed = sb.number_input(
+        "seed",
+        0,
+        2**31 - 1,
+        key="seed",
+        step=1,
+        **state.widget_kwargs("seed", value=0),
+        help="Random seed of x_T and of the DDPM noise; shared by both columns.",
+    )
+    schedule_kind = sb.selectbox(
+        "noise schedule",
+        schedule.SCHEDULES,
+        key="schedule",
+        help="Discrete VP schedule of the sampler (the nets were trained on linear).",
+    )
+    return dict(
+        preset=preset,
+        mixture=mixture,
+        positive=None if positive == NONE else positive,
+        negative=None if negative == NONE else negative,
+        score="learned" if score in nets else score,
+        net=score if score in nets else None,
+        delta=float(delta),
+        eta=float(eta),
+        steps=int(steps),
+        n=int(n),
+        seed=int(seed),
+        schedule=schedule_kind,
+        t=float(ss.get("field_t", 500)),
+    )
 
 
 def rule_ui(side: str) -> dict:
@@ -103,34 +305,64 @@ def rule_ui(side: str) -> dict:
     sb = st.sidebar
     sb.header(f"{side.capitalize()} column")
     names = list(guidance.RULES)
-    method = sb.selectbox(f"{side} rule", names, index=names.index(SIDES[side]["method"]),
-                          key=f"{side}.method", format_func=lambda r: guidance.RULES[r].label,
-                          help="Guidance rule of this column (any registered rule).")
+    method = sb.selectbox(
+        f"{side} rule",
+        names,
+        key=f"{side}.method",
+        format_func=lambda r: guidance.RULES[r].label,
+        **state.widget_kwargs(f"{side}.method", index=names.index(SIDES[side]["method"])),
+        help="Guidance rule of this column (any registered rule).",
+    )
     rule = guidance.rule(method)
     spec = {"method": method}
     for name, param in rule.all_params.items():
         default = SIDES[side].get(name, param.default) if method == SIDES[side]["method"] else param.default
         spec[name] = param_ui(f"{side}.{method}.{name}", name, param, default)
-    lo, hi = sb.slider("guidance interval t", 0, schedule.T, (0, schedule.T), 10,
-                       key=f"{side}.{method}.interval",
-                       help="Guidance is applied only for timesteps in [t_lo, t_hi] "
-                            "(Kynkäänniemi et al. 2024); outside, the unguided ε is used.")
+    key = f"{side}.{method}.interval"
+    lo, hi = sb.slider(
+        "guidance interval t",
+        0,
+        schedule.T,
+        key=key,
+        step=10,
+        **state.widget_kwargs(key, value=(0, schedule.T)),
+        help="Guidance is applied only for timesteps in [t_lo, t_hi] "
+        "(Kynkäänniemi et al. 2024); outside, the unguided ε is used.",
+    )
     return {**spec, "t_lo": float(lo), "t_hi": float(hi)}
 
 
 def param_ui(key: str, name: str, param: guidance.Param, default: float) -> float:
     """A slider for one rule parameter: log-spaced values for γ and log parameters, else linear."""
     label = f"{SYMBOLS.get(name, name)} ({name})"
+    current = float(st.session_state.get(key, default))  # a link or a sweep click may hold any value
     if param.log or name == "gamma":
-        values = log_values(param.lo, param.hi, default)
-        return float(st.sidebar.select_slider(label, values, default, key=key, format_func=lambda v: f"{v:g}",
-                                              help=f"{param.help}; log scale, range [{param.lo:g}, {param.hi:g}]."))
+        values = sorted(set(log_values(param.lo, param.hi, default)) | {current})
+        return float(
+            st.sidebar.select_slider(
+                label,
+                values,
+                key=key,
+                format_func=lambda v: f"{v:g}",
+                **state.widget_kwargs(key, value=default),
+                help=f"{param.help}; log scale, range [{param.lo:g}, {param.hi:g}].",
+            )
+        )
     step = 10.0 ** np.floor(np.log10((param.hi - param.lo) / 200))
     if default:
         step = min(step, 10.0 ** np.floor(np.log10(abs(default))))
-    return float(st.sidebar.slider(label, float(param.lo), float(param.hi), float(default), float(step),
-                                   key=key, format=f"%.{max(0, int(-np.log10(step)))}f",
-                                   help=f"{param.help}; range [{param.lo:g}, {param.hi:g}]."))
+    return float(
+        st.sidebar.slider(
+            label,
+            float(param.lo),
+            float(param.hi),
+            key=key,
+            step=float(step),
+            format=f"%.{max(0, int(-np.log10(step)))}f",
+            **state.widget_kwargs(key, value=float(default)),
+            help=f"{param.help}; range [{param.lo:g}, {param.hi:g}].",
+        )
+    )
 
 
 def log_values(lo: float, hi: float, default: float) -> list[float]:
@@ -150,89 +382,9 @@ def make_scene(common: dict, spec: dict) -> Scene | tuple[str, str]:
     if guidance.needs_negative(rule) and common["negative"] is None:
         return "info", f"{rule.label} needs a negative concept: choose one in the sidebar."
     try:
-        return Scene.from_dict({**common, **spec})
+        return Scene.from_dict({**{k: v for k, v in common.items() if k != "net"}, **spec})
     except ValueError as e:
         return "error", f"Invalid settings: {e}"
-
-
-# ---------------------------------------------------------------------------------- cached compute
-@st.cache_resource(show_spinner=False)
-def load_mixture(preset: str) -> toydiff.Mixture:
-    """The preset mixture, built once."""
-    return mixtures.preset(preset)
-
-
-@st.cache_resource(show_spinner=False)
-def load_denoiser(preset: str, score: str, delta: float):
-    """(denoiser, warning): the scene's denoiser, or the exact oracle if weights are missing/corrupt."""
-    mix = load_mixture(preset)
-    scene = Scene(preset=preset, score=score, delta=delta)
-    try:
-        return scene_mod.denoiser(scene, mix), None
-    except Exception as e:  # missing, corrupt or unloadable weights must never take the page down
-        warning = (f"No usable {SCORE_LABELS[score]} weights for '{preset}' "
-                   f"({type(e).__name__}: {e}); using the exact oracle.")
-        return scene_mod.denoiser(Scene(preset=preset, score="exact", delta=delta), mix), warning
-
-
-@st.cache_data(max_entries=48, show_spinner="sampling…")
-def simulate(scene_json: str) -> dict:
-    """Sampler run of one scene, as numpy: animation frames, outcomes, weight stats, diverged count."""
-    scene = Scene.from_json(scene_json)
-    mix = load_mixture(scene.preset)
-    den, warning = load_denoiser(scene.preset, scene.score, scene.delta)
-    result = sampler.sample(scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix),
-                            scene.knobs())  # toydiff.run without the metrics: they come later
-    traj = np.asarray(result.traj, np.float32)  # (S+1, N, 2)
-    idx = np.unique(np.linspace(0, scene.steps, min(scene.steps + 1, MAX_FRAMES)).round().astype(int))
-    ts = np.append(schedule.timesteps(scene.steps), -1)  # state j sits at timestep ts[j]; -1 = x̂0
-    x0 = traj[-1]
-    lim = fields.extent(mix)
-    stats = {}
-    for key in WEIGHT_KEYS:
-        if key in result.info:
-            w = np.asarray(result.info[key], np.float32)  # (S, N)
-            stats[key] = (np.nanmean(w, 1), *np.nanpercentile(w, [10, 90], axis=1))
-    return dict(frames=np.clip(traj[idx], -1e4, 1e4), frame_ts=ts[idx], x0=np.clip(x0, -1e4, 1e4),
-                labels=outcomes(mix, x0, scene.negative, preset_threshold(scene.preset)),
-                stats=stats, step_ts=ts[:-1], warning=warning, lim=lim, x0_raw=x0,
-                diverged=int(np.sum(np.asarray(metrics.diverged(x0)))))
-
-
-@st.cache_data(max_entries=48, show_spinner=False)
-def metrics_of(scene_json: str) -> dict:
-    """metrics.evaluate of the scene's final samples (exact densities; ~0.1 s, so after the figures)."""
-    scene = Scene.from_json(scene_json)
-    x0 = simulate(scene_json)["x0_raw"]
-    return metrics.evaluate(load_mixture(scene.preset), x0, scene.positive, scene.negative,
-                            preset_threshold(scene.preset))
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def background(preset: str, positive: str | None, negative: str | None, lim: float | None = None) -> dict:
-    """Grid densities at t = 0 over [−lim, lim]² (default: the data's extent): log p(x),
-    p(negative | x) and the ideal target log p(x | p, ¬n)."""
-    mix = load_mixture(preset)
-    lim = fields.extent(mix) if lim is None else lim
-    g = fields.grid(lim, BG_RES)
-    shape = (BG_RES, BG_RES)
-    target = exact.log_prob_rows(mix, g, 1.0, mixtures.log_weights(mix, positive, negative))
-    return dict(u=np.linspace(-lim, lim, BG_RES, dtype=np.float32), lim=lim,
-                log_p=np.asarray(exact.log_prob(mix, g)).reshape(shape),
-                p_neg=None if negative is None else np.asarray(exact.posterior(mix, g, 1.0, negative)).reshape(shape),
-                log_p_target=np.asarray(target).reshape(shape))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def field_at(scene_json: str, t: int) -> dict:
-    """fields.field of the scene on the FIELD_RES grid at timestep t, as numpy."""
-    scene = Scene.from_json(scene_json).replace(n=1, seed=0)  # fixed n: one compile per rule/steps
-    mix = load_mixture(scene.preset)
-    den, _ = load_denoiser(scene.preset, scene.score, scene.delta)
-    lim = fields.extent(mix)
-    out = fields.field(scene.sampler_config(), den, scene.cond(mix), scene.knobs(),
-                       fields.grid(lim, FIELD_RES), float(t))
-    return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
 # -------------------------------------------------------------------------------------------- views
@@ -263,62 +415,110 @@ def view_extent(runs: list[dict]) -> float:
 
 
 @st.fragment
-def trajectories_view(scenes: dict, runs: dict):
-    st.subheader("Trajectories")
-    trails = st.toggle("faint trails", False, key="trails",
-                       help="Draw the full paths of 150 samples behind the animation.")
+def trajectories_view(scenes: dict, runs: dict, present: bool = False):
+    if not present:
+        st.subheader("Trajectories")
+    trails = (
+        False
+        if present
+        else st.toggle(
+            "faint trails",
+            False,
+            key="trails",
+            help="Draw the full paths of 150 samples behind the animation.",
+        )
+    )
     valid = [runs[side] for side, s in scenes.items() if isinstance(s, Scene)]
     lim = view_extent(valid) if valid else None
     for side, col in columns_for(scenes, messages=True).items():
         scene, run = scenes[side], runs[side]
-        bg = background(scene.preset, scene.positive, scene.negative, lim)
+        bg = background(mix_key(scene), scene.positive, scene.negative, lim)
         if run["warning"]:
             col.warning(run["warning"])
         off = int(np.sum(~np.all(np.abs(run["x0"]) <= lim, 1)))  # NaN counts as off-screen
         title = f"{title_of(scene)}<br><sup>{run['diverged']} diverged · {off} off-screen</sup>"
-        fig = plots.trajectory_figure(plots.background_traces(bg["u"], bg["log_p"], bg["p_neg"]),
-                                      run["frames"], run["frame_ts"], run["labels"], bg["lim"], title,
-                                      trails=150 if trails else 0)
+        fig = plots.trajectory_figure(
+            plots.background_traces(bg["u"], bg["log_p"], bg["p_neg"]),
+            run["frames"],
+            run["frame_ts"],
+            run["labels"],
+            bg["lim"],
+            title,
+            trails=150 if trails else 0,
+        )
+        fig = plots.presentation(fig) if present else fig
         col.plotly_chart(fig, theme=None, config=plots.CONFIG, key=f"traj.{side}")
-        col.caption(f"{len(run['labels'])} samples, {scene.steps} steps, η = {scene.eta:g}; "
-                    f"{run['diverged']} diverged, {off} outside the view.")
+        col.caption(
+            f"{len(run['labels'])} samples, {scene.steps} steps, η = {scene.eta:g}; "
+            f"{run['diverged']} diverged, {off} outside the view."
+        )
 
 
-def metrics_view(scenes: dict, runs: dict):
+def metrics_view(scenes: dict, net: str | None = None):
     st.subheader("Metrics")
     names = [f"{side}: {guidance.rule(s.method).label}" for side, s in scenes.items() if isinstance(s, Scene)]
-    values = [metrics_of(s.to_json()) for s in scenes.values() if isinstance(s, Scene)]
+    values = [metrics_of(run_key(s), net) for s in scenes.values() if isinstance(s, Scene)]
     if values:
         st.markdown(plots.metrics_table(names, values))
-        st.caption("Exact densities of the mixture; ✓ marks the better column. Energy distance: to exact "
-                   "samples of the ideal target p(x | p, ¬n), the baseline is two exact sample sets.")
+        st.caption(
+            "Exact densities of the mixture; ✓ marks the better column. Energy distance: to exact "
+            "samples of the ideal target p(x | p, ¬n), the baseline is two exact sample sets."
+        )
 
 
 @st.fragment
-def field_view(scenes: dict):
+def field_view(scenes: dict, net: str | None = None):
     st.subheader("Vector field at timestep t")
     left, right = st.columns([3, 2])
-    t = left.slider("timestep t", 0, schedule.T - 1, 500, 10, key="field_t",
-                    help="Timestep of the field (999 = pure noise, 0 = data). Reruns this view only.")
-    heat = right.selectbox("heatmap", list(HEAT_OPTIONS), format_func=HEAT_OPTIONS.get, key="field_heat",
-                           help="Colour map under the arrows: the rule's negative weight at x_t.")
+    t = left.slider(
+        "timestep t",
+        0,
+        schedule.T - 1,
+        key="field_t",
+        step=10,
+        **state.widget_kwargs("field_t", value=500),
+        help="Timestep of the field (999 = pure noise, 0 = data). Reruns this view only.",
+    )
+    scenes = {
+        side: dataclasses.replace(s, t=float(t)) if isinstance(s, Scene) else s for side, s in scenes.items()
+    }
+    pair = {side: s for side, s in scenes.items() if isinstance(s, Scene)}
+    if len(pair) == 2:  # the fragment reran alone: keep the link's t current
+        state.write_url(pair, bool(st.session_state.get("present")))
+    heat = right.selectbox(
+        "heatmap",
+        list(HEAT_OPTIONS),
+        format_func=HEAT_OPTIONS.get,
+        key="field_heat",
+        help="Colour map under the arrows: the rule's negative weight at x_t.",
+    )
     toggles = st.columns(len(FIELD_TOGGLES))
-    shown = [name for col, (name, label) in zip(toggles, FIELD_TOGGLES.items())
-             if col.checkbox(label, name in ("guided", "term"), key=f"show.{name}",
-                             help=f"Draw the {label} field.")]
+    shown = [
+        name
+        for col, (name, label) in zip(toggles, FIELD_TOGGLES.items())
+        if col.checkbox(
+            label, name in ("guided", "term"), key=f"show.{name}", help=f"Draw the {label} field."
+        )
+    ]
     cols = columns_for(scenes)
-    maps = {side: field_at(scenes[side].to_json(), int(t)) for side in cols}
+    maps = {side: field_at(run_key(scenes[side]), int(t), net) for side in cols}
     zmax = max([float(np.nanmax(f[heat])) for f in maps.values() if heat in f] + [1e-6])
     for side, col in cols.items():
-        col.plotly_chart(field_fig(scenes[side], maps[side], heat, zmax, shown, t), theme=None,
-                         config=plots.CONFIG, key=f"field.{side}")
-    st.caption("Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
-               "is p(n | x_t) = ½ at this t; grey lines are the noisy density p_t(x).")
+        col.plotly_chart(
+            field_fig(scenes[side], maps[side], heat, zmax, shown, t),
+            theme=None,
+            config=plots.CONFIG,
+            key=f"field.{side}",
+        )
+    st.caption(
+        "Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
+        "is p(n | x_t) = ½ at this t; grey lines are the noisy density p_t(x)."
+    )
 
 
 def field_fig(scene: Scene, f: dict, heat: str, zmax: float, shown: list[str], t: int):
     """The field figure of one column from its grid values."""
-    mix = load_mixture(scene.preset)
+    mix = mixture_of(scene)
     lim = fields.extent(mix)
     u = np.linspace(-lim, lim, FIELD_RES, dtype=np.float32)
     g = fields.grid(lim, FIELD_RES)
@@ -330,8 +530,18 @@ def field_fig(scene: Scene, f: dict, heat: str, zmax: float, shown: list[str], t
     grid_map = f.get(heat, np.zeros(len(g), np.float32)).reshape(FIELD_RES, FIELD_RES)
     p_neg = f["p_neg"].reshape(FIELD_RES, FIELD_RES) if scene.negative is not None else None
     title = f"{title_of(scene)}<br><sup>t = {t}</sup>"
-    return plots.field_figure(u, grid_map, heat, zmax if heat != "log_p" else None, arrows,
-                              2 * (u[1] - u[0]), lim, title, f["log_p"].reshape(FIELD_RES, FIELD_RES), p_neg)
+    return plots.field_figure(
+        u,
+        grid_map,
+        heat,
+        zmax if heat != "log_p" else None,
+        arrows,
+        2 * (u[1] - u[0]),
+        lim,
+        title,
+        f["log_p"].reshape(FIELD_RES, FIELD_RES),
+        p_neg,
+    )
 
 
 def weights_view(scenes: dict, runs: dict):
@@ -339,20 +549,31 @@ def weights_view(scenes: dict, runs: dict):
     for side, col in columns_for(scenes).items():
         run = runs[side]
         stats = {k: v for k, v in run["stats"].items()}
-        col.plotly_chart(plots.weights_figure(run["step_ts"], stats, title_of(scenes[side])), theme=None,
-                         config=plots.CONFIG, key=f"weights.{side}")
-    st.caption("Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ "
-               "drops to 0 once a sample no longer resembles the negative concept.")
+        col.plotly_chart(
+            plots.weights_figure(run["step_ts"], stats, title_of(scenes[side])),
+            theme=None,
+            config=plots.CONFIG,
+            key=f"weights.{side}",
+        )
+    st.caption(
+        "Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ "
+        "drops to 0 once a sample no longer resembles the negative concept."
+    )
 
 
 def outcome_view(scenes: dict, runs: dict):
     st.subheader("Outcome against the ideal target")
     for side, col in columns_for(scenes).items():
         scene, run = scenes[side], runs[side]
-        bg = background(scene.preset, scene.positive, scene.negative)
-        col.plotly_chart(plots.outcome_figure(bg["u"], bg["log_p_target"], run["x0"], run["labels"],
-                                              bg["lim"], title_of(scene)), theme=None,
-                         config=plots.CONFIG, key=f"outcome.{side}")
+        bg = background(mix_key(scene), scene.positive, scene.negative)
+        col.plotly_chart(
+            plots.outcome_figure(
+                bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene)
+            ),
+            theme=None,
+            config=plots.CONFIG,
+            key=f"outcome.{side}",
+        )
     st.caption("Blue contours: the ideal target p(x | positive, ¬negative) at t = 0.")
 
 

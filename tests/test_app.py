@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 
 import pytest
 import streamlit as st
@@ -11,7 +12,9 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import UnknownElement
 
 from toydiff import PRESETS, RULES, fields, guidance, mixtures, sampler
+from toydiff import metrics as metrics_mod
 from toydiff import scene as scene_mod
+from ui import training
 
 APP = str(pathlib.Path(__file__).resolve().parents[1] / "app.py")
 SMALL = {"n": 100, "steps": 10}  # small shapes keep the sweeps fast
@@ -69,8 +72,14 @@ def test_default_view_shows_ncfg_against_ccfg():
     assert at.select_slider(key="left.ncfg.gamma").value == 2.0
     assert at.select_slider(key="right.ccfg.tau").value == 1.0
     charts = _charts(at)
-    assert set(charts) >= {"traj.left", "traj.right", "field.left", "field.right", "weights.left",
-                           "outcome.right"}
+    assert set(charts) >= {
+        "traj.left",
+        "traj.right",
+        "field.left",
+        "field.right",
+        "weights.left",
+        "outcome.right",
+    }
     left, right = charts["traj.left"], charts["traj.right"]
     assert 1 < len(left["frames"]) <= 50
     frame_x = left["frames"][0]["data"][0]["x"]
@@ -87,19 +96,34 @@ def test_default_view_shows_ncfg_against_ccfg():
 def test_every_control_has_help_and_reruns_without_error():
     at = _start(**SMALL)
     _ok(at)
-    widgets = [*at.sidebar.selectbox, *at.sidebar.slider, *at.sidebar.select_slider,
-               *at.sidebar.number_input, *at.sidebar.radio]
+    widgets = [
+        *at.sidebar.selectbox,
+        *at.sidebar.slider,
+        *at.sidebar.select_slider,
+        *at.sidebar.number_input,
+        *at.sidebar.radio,
+    ]
     assert len(widgets) >= 14
     assert all(w.help for w in widgets), [w.label for w in widgets if not w.help]
     changes = [
-        (at.selectbox(key="positive.three_blobs"), "A"), (at.selectbox(key="negative.three_blobs"), "B"),
-        (at.radio(key="score"), "weak"), (at.slider(key="delta"), 0.6), (at.slider(key="eta"), 1.0),
-        (at.slider(key="steps"), 15), (at.select_slider(key="n"), 250), (at.number_input(key="seed"), 7),
-        (at.select_slider(key="left.ncfg.gamma"), 5.0), (at.select_slider(key="right.ccfg.gamma"), 0.5),
-        (at.select_slider(key="right.ccfg.tau"), 0.1), (at.slider(key="left.ncfg.interval"), (200, 800)),
-        (at.slider(key="field_t"), 100), (at.selectbox(key="field_heat"), "lam_neg"),
-        (at.checkbox(key="show.uncond"), True), (at.checkbox(key="show.neg"), True),
-        (at.checkbox(key="show.step"), True), (at.toggle(key="trails"), True),
+        (at.selectbox(key="positive.three_blobs"), "A"),
+        (at.selectbox(key="negative.three_blobs"), "B"),
+        (at.radio(key="score"), "weak"),
+        (at.slider(key="delta"), 0.6),
+        (at.slider(key="eta"), 1.0),
+        (at.slider(key="steps"), 15),
+        (at.select_slider(key="n"), 250),
+        (at.number_input(key="seed"), 7),
+        (at.select_slider(key="left.ncfg.gamma"), 5.0),
+        (at.select_slider(key="right.ccfg.gamma"), 0.5),
+        (at.select_slider(key="right.ccfg.tau"), 0.1),
+        (at.slider(key="left.ncfg.interval"), (200, 800)),
+        (at.slider(key="field_t"), 100),
+        (at.selectbox(key="field_heat"), "lam_neg"),
+        (at.checkbox(key="show.uncond"), True),
+        (at.checkbox(key="show.neg"), True),
+        (at.checkbox(key="show.step"), True),
+        (at.toggle(key="trails"), True),
         (at.selectbox(key="preset"), "ring"),
     ]
     for widget, value in changes:
@@ -119,8 +143,11 @@ def test_every_rule_renders_or_explains(name):
         _ok(at)
     assert not at.error and "traj.left" in _charts(at)
     for pname, param in RULES[name].all_params.items():  # every generated parameter widget works
-        widget = at.select_slider(key=f"left.{name}.{pname}") if param.log or pname == "gamma" else \
-            at.slider(key=f"left.{name}.{pname}")
+        widget = (
+            at.select_slider(key=f"left.{name}.{pname}")
+            if param.log or pname == "gamma"
+            else at.slider(key=f"left.{name}.{pname}")
+        )
         assert widget.help
         widget.set_value(float(param.hi)).run()
         _ok(at)
@@ -193,8 +220,14 @@ def test_no_recompile_when_knobs_change():
     at = _start()
     _ok(at)
     sizes = sampler.sample._cache_size(), fields.field._cache_size()
-    for key, value in [("left.ncfg.gamma", 3.0), ("right.ccfg.tau", 0.5), ("right.ccfg.gamma", 4.0),
-                       ("eta", 0.5), ("seed", 3), ("field_t", 250)]:
+    for key, value in [
+        ("left.ncfg.gamma", 3.0),
+        ("right.ccfg.tau", 0.5),
+        ("right.ccfg.gamma", 4.0),
+        ("eta", 0.5),
+        ("seed", 3),
+        ("field_t", 250),
+    ]:
         widget = next(w for w in [*at.select_slider, *at.slider, *at.number_input] if w.key == key)
         widget.set_value(value).run()
         _ok(at)
@@ -231,3 +264,222 @@ def test_corrupt_checkpoint_warns_and_falls_back(monkeypatch):
     assert len(at.warning) == 2 and "corrupt header" in at.warning[0].value
     assert "exact oracle" in at.warning[0].value and not at.error
     assert {"traj.left", "traj.right"} <= set(_charts(at))
+
+
+# ------------------------------------------------------------------------------------ lecture mode
+def _query(query: dict, **values) -> AppTest:
+    """A fresh app run opened with a URL query (and optional widget values)."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(query)
+    for key, value in values.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def test_curated_scene_link_sets_every_widget_and_keeps_its_short_link():
+    from toydiff import scenes
+
+    at = _query({"scene": "temperature_tau"})
+    _ok(at)
+    assert at.title[0].value == "The temperature τ" and not at.warning
+    assert at.selectbox(key="left.method").value == at.selectbox(key="right.method").value == "ccfg"
+    assert (
+        at.select_slider(key="left.ccfg.tau").value == 0.01
+        and at.select_slider(key="right.ccfg.tau").value == 10
+    )
+    assert at.selectbox(key="field_heat").value == "lam_neg"
+    assert at.query_params["scene"] == ["temperature_tau"] or at.query_params["scene"] == "temperature_tau"
+    off = [_num(c) for c in _table(at)["off-support rate"]]
+    assert off[0] > 0.9 and off[1] < 0.05, off  # τ → 0 is nCFG, large τ barely guides
+    at.select_slider(key="right.ccfg.tau").set_value(5.0).run()  # changed: the full query replaces ?scene=
+    _ok(at)
+    decoded = scenes.decode_query(dict(at.query_params))
+    assert decoded.scenes["right"].tau == 5.0 and decoded.scenes["left"].tau == 0.01 and not decoded.warnings
+
+
+@pytest.mark.parametrize(
+    "query, key",
+    [
+        ({"gamma": "nan"}, "gamma"),
+        ({"left.method": "bogus"}, "method"),
+        ({"wat": "1"}, "wat"),
+        ({"mixture": '{"means": [['}, "mixture"),
+        ({"scene": "nope"}, "scene"),
+        ({"n": "1e9"}, "n"),
+    ],
+)
+def test_bad_links_warn_naming_the_key_and_show_the_default(query, key):
+    at = _query(query)
+    _ok(at)
+    assert any(key in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.selectbox(key="left.method").value == "ncfg" and "traj.left" in _charts(at)
+
+
+def test_link_with_any_values_reproduces_them():
+    at = _query(
+        {
+            "preset": "ring",
+            "negative": "odd",
+            "positive": "null",
+            "left.method": "ccfg",
+            "left.gamma": "2.37",
+            "left.tau": "0.123",
+            "right.method": "ncfg",
+            "gamma": "1.5",
+            "seed": "11",
+            "n": "300",
+            "steps": "12",
+            "t": "250",
+            "eta": "0.3",
+            "schedule": "cosine",
+        }
+    )
+    _ok(at)
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.select_slider(key="left.ccfg.gamma").value == 2.37 and at.select_slider(key="n").value == 300
+    assert at.slider(key="field_t").value == 250 and at.selectbox(key="schedule").value == "cosine"
+    charts = _charts(at)
+    assert (
+        "γ = 2.37" in charts["traj.left"]["layout"]["title"]["text"]
+        and "t = 250" in charts["field.left"]["layout"]["title"]["text"]
+    )
+
+
+def test_inline_mixture_from_a_link_and_the_editor():
+    mix = {
+        "means": [[-2, 0], [2, 0], [0, 2]],
+        "covs": [[[0.2, 0], [0, 0.2]]] * 3,
+        "weights": [1, 1, 1],
+        "membership": [[1, 0, 0], [0, 1, 1]],
+        "concepts": ["left", "rest"],
+    }
+    at = _query({"mixture": json.dumps(mix), "negative": "left", "n": "250", "steps": "10"})
+    _ok(at)
+    assert not at.warning and at.selectbox(key="preset").value == "custom mixture"
+    assert "traj.left" in _charts(at) and not at.error
+    frame = training.mixture_frame(mixtures.preset("three_blobs"), ["A", "B", "C", "D"])
+    assert list(frame.columns)[6:] == ["A", "B", "C", "D"] and frame["D"].sum() == 0
+    assert mixtures.Mixture(**training.frame_to_mixture(frame, ["A", "B", "C"])).membership.shape == (3, 3)
+    with pytest.raises(ValueError, match="membership"):  # concept D has no component yet
+        mixtures.Mixture(**training.frame_to_mixture(frame, ["A", "B", "C", "D"]))
+    frame.loc[1, "var_x"] = -1.0
+    with pytest.raises(ValueError, match="covs"):
+        mixtures.Mixture(**training.frame_to_mixture(frame, ["A", "B"]))
+
+
+def test_sweep_runs_both_rules_in_time_and_a_click_opens_the_point():
+    at = _query({"scene": "why_ncfg_fails"})
+    _ok(at)
+    at.button(key="sweep.run").click().run()
+    _ok(at)
+    chart = _charts(at)["sweep.chart"]
+    curves = [d for d in chart["data"] if d["mode"] == "lines+markers"]
+    assert len(curves) == 2 and all(len(c["x"]) == 16 for c in curves)
+    seconds = float(
+        next(c.value for c in at.caption if "computed in" in c.value).split("computed in ")[1].split(" s")[0]
+    )
+    print(
+        f"sweep in the app: 2 rules × 16 γ × 2000 points × 50 steps in {seconds:.2f} s (first, with compiles)"
+    )
+    assert seconds <= 10
+    ncfg = next(c for c in curves if "ncfg" in c["name"])
+    assert ncfg["x"][-1] > ncfg["x"][0]  # larger γ: more off-support for nCFG
+    # a click: what plotly_chart(on_select="rerun") hands the script is emulated through _pending
+    side, gamma, tau = ncfg["customdata"][3]
+    at.session_state["_pending"] = {"widgets": {f"{side}.ncfg.gamma": gamma}}
+    at.run()
+    _ok(at)
+    assert at.select_slider(key="left.ncfg.gamma").value == gamma
+    assert any(d.get("name") == "left: now" for d in _charts(at)["sweep.chart"]["data"])
+
+
+def test_sweep_timing_warm():
+    from toydiff import scenes
+    from ui import panels
+
+    pair = scenes.curated("why_ncfg_fails").scenes()
+    panels.run_pair_sweep(pair, None)  # compile
+    rows, seconds = panels.run_pair_sweep(pair, None)
+    print(f"sweep warm: {len(rows)} settings (2 rules × 16 γ × 2000 points × 50 steps) in {seconds:.2f} s")
+    assert len(rows) == 32 and seconds <= 10
+
+
+def test_live_training_finishes_in_a_minute_with_progress_and_becomes_a_score_source():
+    at = _query({"preset": "three_blobs", "n": "250", "steps": "10"})
+    _ok(at)
+    start = time.perf_counter()
+    at.button(key="train.run").click().run(timeout=120)
+    seconds = time.perf_counter() - start
+    _ok(at)
+    print(f"live training (2000 steps, three_blobs) with the app run: {seconds:.1f} s")
+    assert seconds <= 60
+    bars = [e for e in at.main if getattr(e, "type", None) == "progress"] or at.get("progress")
+    assert bars and "trained 2000 steps" in bars[0].proto.text
+    table = at.table[0].value
+    assert (
+        list(table.columns) == [f"t={t}" for t in (10, 50, 200, 500, 900)]
+        and float(table.loc["null", "t=900"]) < 0.2
+    )
+    at.run()  # the sidebar's score source lists the new net from the next run on
+    nets = [o for o in at.radio(key="score").options if o.startswith("net")]
+    assert len(nets) == 1
+    at.radio(key="score").set_value(at.session_state["user_nets"][0]).run()
+    _ok(at)
+    assert not at.warning and "traj.left" in _charts(at)
+
+
+def test_export_bytes_decode_to_the_right_frames():
+    """The bytes the GIF/MP4/PNG/SVG/PDF buttons offer: decoded back, frame counts checked."""
+    import io
+
+    import imageio_ffmpeg
+    import numpy as np
+    from PIL import Image
+
+    from toydiff import scenes
+    from toydiff.scene import run
+    from ui import panels
+
+    scene = scenes.curated("why_ncfg_fails").scenes()["right"].replace(n=300, steps=20)
+    result, m = run(scene)
+    mix, thr = scene.build_mixture(), metrics_mod.preset_threshold(scene.preset)
+    frames = np.asarray(result.traj)  # 21 states
+    title = panels.scene_title(scene, m)
+    gif = panels._animation_file(scene.to_json(), frames, "gif", mix, thr, title)
+    img = Image.open(io.BytesIO(gif))
+    assert img.format == "GIF" and img.n_frames == 21
+    mp4 = panels._animation_file(scene.to_json(), frames, "mp4", mix, thr, title)
+    assert mp4[4:8] == b"ftyp"
+    reader = imageio_ffmpeg.read_frames(_tmp_file(mp4, ".mp4"))
+    meta = next(reader)
+    assert sum(1 for _ in reader) == 21 and meta["size"][0] > 100
+    png = panels._outcome_file(scene.to_json(), result.x0, "png", mix, thr, title)
+    assert Image.open(io.BytesIO(png)).size[0] >= 800
+    assert (
+        panels._outcome_file(scene.to_json(), result.x0, "svg", mix, thr, title).lstrip().startswith(b"<?xml")
+    )
+    assert panels._outcome_file(scene.to_json(), result.x0, "pdf", mix, thr, title).startswith(b"%PDF")
+    csv = panels.metrics_csv({"left": scene, "right": scene}, {"left": m, "right": m}).splitlines()
+    assert csv[0].startswith("side,method,") and len(csv) == 3
+
+
+def _tmp_file(data: bytes, suffix: str) -> str:
+    import tempfile
+
+    f = tempfile.NamedTemporaryFile(suffix=suffix, delete=False)
+    f.write(data)
+    f.close()
+    return f.name
+
+
+def test_presentation_flag_collapses_and_enlarges():
+    at = _query({"scene": "why_ncfg_fails", "present": "1"})
+    _ok(at)
+    assert at.session_state["present"] is True
+    assert at.button(key="nav.next") is not None
+    assert "weights.left" not in _charts(at)  # one scene per screen: trajectories and metrics only
+    size = _charts(at)["traj.left"]["layout"]["font"]["size"]
+    assert size >= 18
+    at.button(key="nav.next").click().run()
+    _ok(at)
+    assert at.title[0].value == "The attenuation map"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-
 from conftest import IDLE, wait_idle
 
 pytestmark = pytest.mark.browser
@@ -36,13 +35,18 @@ def test_page_renders_without_exception(page, tmp_path):
 
 def test_keyboard_moves_gamma_and_the_figure_follows(page):
     before = _title(page, 0)
-    slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']").filter(
-        has_text="γ (gamma)").first.get_by_role("slider")
+    slider = (
+        page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
+        .filter(has_text="γ (gamma)")
+        .first.get_by_role("slider")
+    )
     slider.focus()
     slider.press("ArrowRight")
     page.wait_for_function(
-        "t => document.querySelectorAll('.js-plotly-plot')[0].querySelector('.gtitle')"
-        ".textContent !== t", arg=before, timeout=60_000)
+        "t => document.querySelectorAll('.js-plotly-plot')[0].querySelector('.gtitle').textContent !== t",
+        arg=before,
+        timeout=60_000,
+    )
     wait_idle(page)
     assert "γ = 2.5" in _title(page, 0)
     assert page.locator("[data-testid='stException']").count() == 0
@@ -64,12 +68,294 @@ def test_animation_plays_and_frames_advance(page):
 
 def test_field_slider_reruns_only_the_fragment(page):
     before = page.locator(".js-plotly-plot").nth(2).locator(".gtitle").first.text_content()
-    slider = page.locator("[data-testid='stSlider']").filter(has_text="timestep t").first.get_by_role("slider")
+    slider = (
+        page.locator("[data-testid='stSlider']").filter(has_text="timestep t").first.get_by_role("slider")
+    )
     slider.focus()
     slider.press("ArrowLeft")
     page.wait_for_function(
-        "t => document.querySelectorAll('.js-plotly-plot')[2].querySelector('.gtitle')"
-        ".textContent !== t", arg=before, timeout=60_000)
+        "t => document.querySelectorAll('.js-plotly-plot')[2].querySelector('.gtitle').textContent !== t",
+        arg=before,
+        timeout=60_000,
+    )
     page.wait_for_selector(IDLE)
     assert "t = 490" in page.locator(".js-plotly-plot").nth(2).locator(".gtitle").first.text_content()
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+# ------------------------------------------------------------------------------------ lecture mode
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.parse  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+
+from toydiff import scenes  # noqa: E402
+from toydiff.viz.plots import METRICS  # noqa: E402
+
+EXCEPTION = "[data-testid='stException']"
+TABLE_JS = """() => {
+  const t = [...document.querySelectorAll("[data-testid='stMarkdownContainer'] table")]
+      .find(t => t.textContent.includes('off-support rate'));
+  return t ? [...t.querySelectorAll('tr')].map(r => [...r.children].map(c => c.textContent.trim())) : null;
+}"""
+CLI_LOOP = """
+import contextlib, io, json, sys
+from toydiff.__main__ import main
+for path in sys.argv[1:]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["metrics", "--scene", path, "--json"]) == 0
+    print(json.dumps({"path": path, "metrics": json.loads(buf.getvalue())}), flush=True)
+"""
+
+
+def _goto(page, url: str, timeout_ms: int = 180_000):
+    """Opens url and waits for a finished run that drew the page title."""
+    page.goto(url)
+    wait_idle(page, timeout_ms)
+    page.wait_for_selector("h1", timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def _tolerance(fmt: str) -> float:
+    """Half a unit of the display's last digit (plus float slack)."""
+    if fmt == "{:d}":
+        return 0.0
+    digits = int(re.search(r"\.(\d)", fmt).group(1))
+    unit = 10.0**-digits / (100 if "%" in fmt else 1)
+    return 0.5 * unit + 1e-9
+
+
+def _cell_value(text: str, fmt: str) -> float:
+    number = float(re.search(r"-?\d+(\.\d+)?", text.replace("−", "-")).group(0))
+    return number / 100 if "%" in fmt else number
+
+
+@pytest.fixture(scope="module")
+def cli_metrics(tmp_path_factory):
+    """The CLI's metrics (toydiff.__main__ metrics --scene F --json) of every curated column, one process."""
+    folder = tmp_path_factory.mktemp("scenes")
+    paths = {}
+    for c in scenes.CURATED:
+        for side, scene in c.scenes().items():
+            path = folder / f"{c.name}.{side}.json"
+            path.write_text(scene.to_json())
+            paths[str(path)] = (c.name, side)
+    out = subprocess.run(
+        [sys.executable, "-c", CLI_LOOP, *paths],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    ).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return {paths[r["path"]]: r["metrics"] for r in rows}, folder
+
+
+def test_cli_loop_matches_python_m_toydiff(cli_metrics):
+    """The in-process loop above prints exactly what `python -m toydiff metrics` prints."""
+    values, folder = cli_metrics
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "toydiff",
+            "metrics",
+            "--scene",
+            str(folder / "why_ncfg_fails.left.json"),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert json.loads(out) == values[("why_ncfg_fails", "left")]
+
+
+@pytest.mark.parametrize("name", scenes.NAMES)
+def test_curated_scene_link_shows_the_cli_metrics(page, app_url, cli_metrics, name):
+    values, _ = cli_metrics
+    _goto(page, f"{app_url}/?scene={name}")
+    assert page.locator(EXCEPTION).count() == 0
+    assert page.locator("h1").first.text_content().strip() == scenes.curated(name).title
+    page.wait_for_function(f"({TABLE_JS})() !== null", timeout=120_000)
+    rows = page.evaluate(TABLE_JS)
+    table = {r[0]: r[1:] for r in rows[1:]}
+    checked = 0
+    for key, label, fmt, _ in METRICS:
+        row = next((cells for lab, cells in table.items() if lab.startswith(label)), None)
+        for i, side in enumerate(scenes.SIDES):
+            expected = values[(name, side)][key]
+            if expected is None:  # NaN in the CLI's JSON: the app drops the row or shows –
+                assert row is None or row[i] == "–", (name, side, key, row)
+                continue
+            shown = _cell_value(row[i], fmt)
+            assert abs(shown - expected) <= _tolerance(fmt), (name, side, key, row[i], expected)
+            checked += 1
+    assert checked >= 10, checked
+    q = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    assert q.get("scene") == [name]  # an unchanged curated scene keeps its short link
+    SHOTS.mkdir(exist_ok=True)
+    if name in ("why_ncfg_fails", "autoguidance_tree"):
+        page.screenshot(path=str(SHOTS / f"scene_{name}.png"), full_page=False)
+
+
+def _fuzz_queries(count: int, seed: int = 0) -> list[str]:
+    """Random and malformed query strings: unknown keys, wrong types, huge and non-finite numbers,
+    unicode, injection-looking text, truncated JSON, duplicated keys."""
+    rng = random.Random(seed)
+    keys = [
+        "gamma",
+        "tau",
+        "left.gamma",
+        "right.tau",
+        "method",
+        "left.method",
+        "preset",
+        "negative",
+        "positive",
+        "n",
+        "steps",
+        "seed",
+        "eta",
+        "t",
+        "t_lo",
+        "t_hi",
+        "mixture",
+        "score",
+        "schedule",
+        "scene",
+        "present",
+        "delta",
+        "left.mixture",
+        "foo",
+        "left.",
+        ".gamma",
+        "middle.gamma",
+        "ünï",
+        "",
+    ]
+    values = [
+        "",
+        "NaN",
+        "nan",
+        "inf",
+        "-Infinity",
+        "1e309",
+        "-1",
+        "0",
+        "3",
+        "2.5",
+        "1e-400",
+        "10**9",
+        "99999999999999999999999",
+        "abc",
+        "null",
+        "true",
+        "[]",
+        "{}",
+        "[1,2",
+        '{"means": [[0,0]]',
+        '{"means":[[0,0]],"covs":[[[1,0],[0,1]]],"weights":[1],"membership":[[1]],"concepts":["A"]}',
+        "<script>alert(1)</script>",
+        "'; DROP TABLE x; --",
+        "../../etc/passwd",
+        "%00",
+        "\u202e",
+        "🙂" * 20,
+        "ncfg",
+        "ccfg",
+        "dng",
+        "three_blobs",
+        "tree",
+        "why_ncfg_fails",
+        "C",
+        "A",
+        "x" * 3000,
+        "[" * 2000,
+        '"quoted"',
+        "1,2",
+        " 3 ",
+    ]
+    out = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randrange(1, 5)):
+            key, value = rng.choice(keys), rng.choice(values)
+            if rng.random() < 0.3:
+                value = f"{rng.uniform(-5, 25):.{rng.randrange(0, 4)}f}"  # in and out of range numbers
+            parts.append((key, value))
+            if rng.random() < 0.15:
+                parts.append((key, rng.choice(values)))  # duplicate key
+        query = urllib.parse.urlencode(parts, quote_via=urllib.parse.quote)
+        if rng.random() < 0.1:
+            query = query[: rng.randrange(len(query) + 1)]  # truncated, maybe mid-escape
+        if rng.random() < 0.05:
+            query += "&%zz=%E0%A4%A"  # broken percent-encoding
+        out.append(query)
+    return out
+
+
+@pytest.mark.slow  # 200 full page loads: ≈ 5–20 min depending on the machine's load; run with -m slow
+def test_fuzzed_links_never_raise_or_hang(page, app_url):
+    _fuzz(page, app_url, _fuzz_queries(200), min_warned=50)
+
+
+def test_fuzzed_links_smoke(page, app_url):
+    """The default run's share of the fuzz: 30 links from another seed."""
+    _fuzz(page, app_url, _fuzz_queries(30, seed=1), min_warned=5)
+
+
+def _fuzz(page, app_url, queries: list[str], min_warned: int):
+    start, warned, worst = time.perf_counter(), 0, 0.0
+    for i, query in enumerate(queries):
+        t0 = time.perf_counter()
+        _goto(page, f"{app_url}/?{query}", timeout_ms=90_000)  # a hung run fails here
+        worst = max(worst, time.perf_counter() - t0)
+        assert page.locator(EXCEPTION).count() == 0, (i, query, page.locator(EXCEPTION).first.text_content())
+        warned += page.locator("[data-testid='stAlertContentWarning']").count() > 0
+    elapsed = time.perf_counter() - start
+    print(f"fuzz: {len(queries)} links in {elapsed:.0f} s (worst {worst:.1f} s), {warned} showed a warning")
+    assert warned >= min_warned  # the fuzz does reach the error paths
+
+
+def test_presentation_mode_steps_through_curated_scenes(page, app_url):
+    _goto(page, f"{app_url}/?scene=why_ncfg_fails&present=1")
+    assert page.locator("h1").first.text_content().strip() == "Why nCFG fails"
+    assert page.locator("[data-testid='stSidebar'][data-collapsed='true']").count() == 1
+    size = page.evaluate("() => getComputedStyle(document.querySelector('h1')).fontSize")
+    assert float(size.rstrip("px")) >= 44
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "presentation.png"))
+    page.get_by_role("button", name="next ▶").click()
+    page.wait_for_function(
+        "() => document.querySelector('h1').textContent.includes('attenuation')", timeout=120_000
+    )
+    wait_idle(page)
+    assert "scene=attenuation_map" in page.url and "present=1" in page.url
+    page.get_by_role("button", name="◀ previous").click()
+    page.wait_for_function(
+        "() => document.querySelector('h1').textContent.includes('Why nCFG')", timeout=120_000
+    )
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def test_link_round_trip_reproduces_the_view(page, app_url):
+    """Change γ, read the link the app writes, open it in a fresh page: same titles and metrics."""
+    _goto(page, f"{app_url}/?scene=why_ncfg_fails&left.gamma=5&seed=3")
+    assert "γ = 5" in _title(page, 0)
+    page.wait_for_function(f"({TABLE_JS})() !== null", timeout=120_000)
+    table = page.evaluate(TABLE_JS)
+    link = page.url
+    assert "left.gamma=5" in link and "seed=3" in link
+    _goto(page, link)
+    page.wait_for_function(f"({TABLE_JS})() !== null", timeout=120_000)
+    assert page.evaluate(TABLE_JS) == table and "γ = 5" in _title(page, 0)

@@ -14,16 +14,42 @@ import plotly.graph_objects as go
 from .export import OUTCOME_COLORS
 
 FONT = dict(family="Helvetica, Arial, sans-serif", size=13, color="#222")
-FIELD_COLORS = {"uncond": "#8c8c8c", "pos": "#238b45", "neg": "#cb181d", "guided": "#111111",
-                "term": "#6a51a3", "step": "#111111", "weak": "#8c6d31", "rand": "#8c8c8c",
-                "cond": "#8c8c8c"}
-FIELD_LABELS = {"uncond": "ε unconditional", "pos": "ε positive", "neg": "ε negative",
-                "guided": "ε̂ guided", "term": "guidance term ε̂ − ε", "step": "step x_t' − x_t",
-                "weak": "ε weak", "rand": "ε random concept", "cond": "ε conditional"}
-WEIGHT_COLORS = {"lam_neg": "#6a51a3", "scale_neg": "#d94801", "lam_pos": "#238b45",
-                 "scale_pos": "#74c476", "p_neg": "#cb181d"}
-WEIGHT_LABELS = {"lam_neg": "λ⁻", "scale_neg": "γλ⁻ (effective negative scale)", "lam_pos": "λ⁺",
-                 "scale_pos": "γλ⁺", "p_neg": "p(n | x_t)"}
+FIELD_COLORS = {
+    "uncond": "#8c8c8c",
+    "pos": "#238b45",
+    "neg": "#cb181d",
+    "guided": "#111111",
+    "term": "#6a51a3",
+    "step": "#111111",
+    "weak": "#8c6d31",
+    "rand": "#8c8c8c",
+    "cond": "#8c8c8c",
+}
+FIELD_LABELS = {
+    "uncond": "ε unconditional",
+    "pos": "ε positive",
+    "neg": "ε negative",
+    "guided": "ε̂ guided",
+    "term": "guidance term ε̂ − ε",
+    "step": "step x_t' − x_t",
+    "weak": "ε weak",
+    "rand": "ε random concept",
+    "cond": "ε conditional",
+}
+WEIGHT_COLORS = {
+    "lam_neg": "#6a51a3",
+    "scale_neg": "#d94801",
+    "lam_pos": "#238b45",
+    "scale_pos": "#74c476",
+    "p_neg": "#cb181d",
+}
+WEIGHT_LABELS = {
+    "lam_neg": "λ⁻",
+    "scale_neg": "γλ⁻ (effective negative scale)",
+    "lam_pos": "λ⁺",
+    "scale_pos": "γλ⁺",
+    "p_neg": "p(n | x_t)",
+}
 HEAT_LABELS = {"scale_neg": "γλ⁻", "lam_neg": "λ⁻", "p_neg": "p(n|x_t)", "log_p": "log p_t(x)"}
 NEG_SHADE = "rgba(227,74,51,0.13)"
 DENSITY_SCALE = [[0, "rgba(255,255,255,0)"], [1, "rgba(90,90,90,0.55)"]]
@@ -34,7 +60,11 @@ CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"
 def _arr(a: np.ndarray, dtype=np.float32) -> dict:
     """A Plotly base64 typed array: compact, and decoded by plotly.js without a JSON number parse."""
     a = np.ascontiguousarray(a, dtype)
-    return {"dtype": a.dtype.str[1:], "bdata": base64.b64encode(a.tobytes()).decode(), "shape": ",".join(map(str, a.shape))}
+    return {
+        "dtype": a.dtype.str[1:],
+        "bdata": base64.b64encode(a.tobytes()).decode(),
+        "shape": ",".join(map(str, a.shape)),
+    }
 
 
 def _figure(data: list, layout: dict, frames: list | None = None) -> go.Figure:
@@ -43,8 +73,16 @@ def _figure(data: list, layout: dict, frames: list | None = None) -> go.Figure:
 
 
 def _axis(lim: float | None = None, **extra) -> dict:
-    axis = dict(showgrid=False, zeroline=False, mirror=True, showline=True, linecolor="#444",
-                linewidth=1, ticks="outside", tickcolor="#444")
+    axis = dict(
+        showgrid=False,
+        zeroline=False,
+        mirror=True,
+        showline=True,
+        linecolor="#444",
+        linewidth=1,
+        ticks="outside",
+        tickcolor="#444",
+    )
     if lim is not None:
         axis.update(range=[-lim, lim], autorange=False, constrain="domain")
     return {**axis, **extra}
@@ -52,11 +90,18 @@ def _axis(lim: float | None = None, **extra) -> dict:
 
 def _layout(lim: float, title: str, height: int = 470, **extra) -> dict:
     """Square axes fixed to [−lim, lim]², white background, thin frame."""
-    return dict(template="simple_white", font=FONT, height=height, plot_bgcolor="white",
-                title=dict(text=title, x=0.02, font=dict(size=15)),
-                margin=dict(l=45, r=15, t=55, b=40), xaxis=_axis(lim),
-                yaxis=_axis(lim, scaleanchor="x", scaleratio=1),
-                legend=dict(orientation="h", x=0, y=-0.08, yanchor="top", font=dict(size=12)), **extra)
+    return dict(
+        template="simple_white",
+        font=FONT,
+        height=height,
+        plot_bgcolor="white",
+        title=dict(text=title, x=0.02, font=dict(size=15)),
+        margin=dict(l=45, r=15, t=55, b=40),
+        xaxis=_axis(lim),
+        yaxis=_axis(lim, scaleanchor="x", scaleratio=1),
+        legend=dict(orientation="h", x=0, y=-0.08, yanchor="top", font=dict(size=12)),
+        **extra,
+    )
 
 
 def _contour(u, z, **kw) -> dict:
@@ -65,20 +110,42 @@ def _contour(u, z, **kw) -> dict:
 
 def background_traces(u: np.ndarray, log_p: np.ndarray, p_neg: np.ndarray | None) -> list:
     """Density p(x) as grey filled contours and the negative region p(n|x) > ½ shaded red."""
-    traces = [_contour(u, np.exp(log_p - np.max(log_p)), colorscale=DENSITY_SCALE,
-                       contours=dict(coloring="fill", start=0.02, end=1.0, size=0.12),
-                       line=dict(width=0.4, color="rgba(80,80,80,0.5)"))]
+    traces = [
+        _contour(
+            u,
+            np.exp(log_p - np.max(log_p)),
+            colorscale=DENSITY_SCALE,
+            contours=dict(coloring="fill", start=0.02, end=1.0, size=0.12),
+            line=dict(width=0.4, color="rgba(80,80,80,0.5)"),
+        )
+    ]
     if p_neg is not None:
-        traces.append(_contour(u, p_neg, contours=dict(coloring="fill", start=0.5, end=1.0, size=0.5),
-                               colorscale=[[0, "rgba(0,0,0,0)"], [1, NEG_SHADE]], name="negative region",
-                               line=dict(width=1, color="rgba(203,24,29,0.6)", dash="dot")))
+        traces.append(
+            _contour(
+                u,
+                p_neg,
+                contours=dict(coloring="fill", start=0.5, end=1.0, size=0.5),
+                colorscale=[[0, "rgba(0,0,0,0)"], [1, NEG_SHADE]],
+                name="negative region",
+                line=dict(width=1, color="rgba(203,24,29,0.6)", dash="dot"),
+            )
+        )
     return traces
 
 
 def _legend(labels: np.ndarray) -> list:
     """Empty traces that show each outcome's colour and count in the legend."""
-    return [dict(type="scattergl", x=[None], y=[None], mode="markers", name=f"{name} {np.sum(labels == name)}",
-                 marker=dict(color=color, size=8)) for name, color in OUTCOME_COLORS.items()]
+    return [
+        dict(
+            type="scattergl",
+            x=[None],
+            y=[None],
+            mode="markers",
+            name=f"{name} {np.sum(labels == name)}",
+            marker=dict(color=color, size=8),
+        )
+        for name, color in OUTCOME_COLORS.items()
+    ]
 
 
 def _point_colors(labels: np.ndarray) -> dict:
@@ -92,8 +159,15 @@ def _point_colors(labels: np.ndarray) -> dict:
 
 
 def _points(xy: np.ndarray, labels: np.ndarray) -> dict:
-    return dict(type="scattergl", x=_arr(xy[:, 0]), y=_arr(xy[:, 1]), mode="markers", showlegend=False,
-                marker=dict(**_point_colors(labels), size=3.5, opacity=0.85), hoverinfo="skip")
+    return dict(
+        type="scattergl",
+        x=_arr(xy[:, 0]),
+        y=_arr(xy[:, 1]),
+        mode="markers",
+        showlegend=False,
+        marker=dict(**_point_colors(labels), size=3.5, opacity=0.85),
+        hoverinfo="skip",
+    )
 
 
 def _trails(frames: np.ndarray, count: int) -> dict:
@@ -101,12 +175,27 @@ def _trails(frames: np.ndarray, count: int) -> dict:
     idx = np.linspace(0, frames.shape[1] - 1, min(count, frames.shape[1])).astype(int)
     paths = np.concatenate([frames[:, idx], np.full((1, len(idx), 2), np.nan, np.float32)])
     xy = paths.transpose(1, 0, 2).reshape(-1, 2)
-    return dict(type="scattergl", x=_arr(xy[:, 0]), y=_arr(xy[:, 1]), mode="lines", hoverinfo="skip",
-                showlegend=False, line=dict(width=0.6, color="rgba(60,60,60,0.22)"))
+    return dict(
+        type="scattergl",
+        x=_arr(xy[:, 0]),
+        y=_arr(xy[:, 1]),
+        mode="lines",
+        hoverinfo="skip",
+        showlegend=False,
+        line=dict(width=0.6, color="rgba(60,60,60,0.22)"),
+    )
 
 
-def trajectory_figure(bg: list, frames: np.ndarray, ts: np.ndarray, labels: np.ndarray, lim: float,
-                      title: str, trails: int = 0, frame_ms: int = 30) -> go.Figure:
+def trajectory_figure(
+    bg: list,
+    frames: np.ndarray,
+    ts: np.ndarray,
+    labels: np.ndarray,
+    lim: float,
+    title: str,
+    trails: int = 0,
+    frame_ms: int = 30,
+) -> go.Figure:
     """Animated samples (F, N, 2) over `bg`, coloured by final outcome, play/pause and a scrubber.
 
     The figure opens on the final frame; frames update only the points trace (x, y as float32).
@@ -115,26 +204,64 @@ def trajectory_figure(bg: list, frames: np.ndarray, ts: np.ndarray, labels: np.n
     extra = [_trails(frames, trails)] if trails else []
     data = [*bg, *extra, _points(frames[-1], labels), *_legend(labels)]
     k = len(bg) + len(extra)
-    frame_list = [dict(data=[dict(type="scattergl", x=_arr(f[:, 0]), y=_arr(f[:, 1]))], traces=[k],
-                       name=str(i)) for i, f in enumerate(frames)]
-    anim = dict(frame=dict(duration=frame_ms, redraw=False), transition=dict(duration=0),
-                mode="immediate", fromcurrent=True)
+    frame_list = [
+        dict(data=[dict(type="scattergl", x=_arr(f[:, 0]), y=_arr(f[:, 1]))], traces=[k], name=str(i))
+        for i, f in enumerate(frames)
+    ]
+    anim = dict(
+        frame=dict(duration=frame_ms, redraw=False),
+        transition=dict(duration=0),
+        mode="immediate",
+        fromcurrent=True,
+    )
     still = dict(frame=dict(duration=0, redraw=False), transition=dict(duration=0), mode="immediate")
-    buttons = [dict(label="▶ play", method="animate", args=[None, anim]),
-               dict(label="❚❚ pause", method="animate", args=[[None], still])]
+    buttons = [
+        dict(label="▶ play", method="animate", args=[None, anim]),
+        dict(label="❚❚ pause", method="animate", args=[[None], still]),
+    ]
     layout = _layout(lim, title, height=580)
     layout.update(
         margin=dict(l=45, r=15, t=80, b=60),
-        legend=dict(y=1.0, x=1.0, xanchor="right", yanchor="bottom", orientation="h",
-                    bgcolor="rgba(0,0,0,0)", font=dict(size=12)),
-        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.07, xanchor="left",
-                          yanchor="top", pad=dict(t=0, r=4), showactive=False, font=dict(size=11),
-                          buttons=buttons)],
-        sliders=[dict(active=len(frames) - 1, x=0.2, len=0.8, y=-0.02, yanchor="top",
-                      pad=dict(t=30, b=0), font=dict(size=10),
-                      currentvalue=dict(prefix="t = ", xanchor="right", font=dict(size=12)),
-                      steps=[dict(label="x₀" if t < 0 else str(int(t)), method="animate",
-                                  args=[[str(i)], still]) for i, t in enumerate(ts)])])
+        legend=dict(
+            y=1.0,
+            x=1.0,
+            xanchor="right",
+            yanchor="bottom",
+            orientation="h",
+            bgcolor="rgba(0,0,0,0)",
+            font=dict(size=12),
+        ),
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="left",
+                x=0.0,
+                y=-0.07,
+                xanchor="left",
+                yanchor="top",
+                pad=dict(t=0, r=4),
+                showactive=False,
+                font=dict(size=11),
+                buttons=buttons,
+            )
+        ],
+        sliders=[
+            dict(
+                active=len(frames) - 1,
+                x=0.2,
+                len=0.8,
+                y=-0.02,
+                yanchor="top",
+                pad=dict(t=30, b=0),
+                font=dict(size=10),
+                currentvalue=dict(prefix="t = ", xanchor="right", font=dict(size=12)),
+                steps=[
+                    dict(label="x₀" if t < 0 else str(int(t)), method="animate", args=[[str(i)], still])
+                    for i, t in enumerate(ts)
+                ],
+            )
+        ],
+    )
     return _figure(data, layout, frame_list)
 
 
@@ -145,40 +272,84 @@ def _quiver(p: np.ndarray, v: np.ndarray, scale: float, cap: float) -> tuple[np.
     v = v * np.minimum(1.0, cap / np.maximum(norm, 1e-12))  # long arrows clipped, direction kept
     tip = p + v
     head = 0.3 * v
-    rot = lambda a: np.stack([np.cos(a) * head[:, 0] - np.sin(a) * head[:, 1],
-                              np.sin(a) * head[:, 0] + np.cos(a) * head[:, 1]], 1)
+    rot = lambda a: np.stack(
+        [np.cos(a) * head[:, 0] - np.sin(a) * head[:, 1], np.sin(a) * head[:, 0] + np.cos(a) * head[:, 1]], 1
+    )
     nan = np.full_like(p, np.nan)
     pts = np.stack([p, tip, nan, tip, tip - rot(0.45), nan, tip, tip - rot(-0.45), nan], 1)
     pts = pts.reshape(-1, 2).astype(np.float32)
     return pts[:, 0], pts[:, 1]
 
 
-def field_figure(u: np.ndarray, heat: np.ndarray, heat_key: str, zmax: float | None, arrows: dict,
-                 spacing: float, lim: float, title: str, log_p: np.ndarray | None = None,
-                 p_neg: np.ndarray | None = None) -> go.Figure:
+def field_figure(
+    u: np.ndarray,
+    heat: np.ndarray,
+    heat_key: str,
+    zmax: float | None,
+    arrows: dict,
+    spacing: float,
+    lim: float,
+    title: str,
+    log_p: np.ndarray | None = None,
+    p_neg: np.ndarray | None = None,
+) -> go.Figure:
     """Arrows of each field in `arrows` (name -> (points, vectors)) over a heatmap of `heat_key`.
 
     Arrow lengths share one scale (the 90th-percentile arrow spans 0.9 grid cells), capped at 1.6
     cells, so the fields of one figure compare by length.
     """
-    colorbar = dict(title=dict(text=HEAT_LABELS.get(heat_key, heat_key), side="right"), thickness=12,
-                    len=0.8, outlinewidth=0)
-    data = [dict(type="heatmap", x=_arr(u), y=_arr(u), z=_arr(np.nan_to_num(heat)), colorscale=HEAT_SCALE,
-                 zmin=None if zmax is None else 0.0, zmax=zmax, colorbar=colorbar,
-                 hovertemplate="%{z:.3g}<extra></extra>")]
+    colorbar = dict(
+        title=dict(text=HEAT_LABELS.get(heat_key, heat_key), side="right"),
+        thickness=12,
+        len=0.8,
+        outlinewidth=0,
+    )
+    data = [
+        dict(
+            type="heatmap",
+            x=_arr(u),
+            y=_arr(u),
+            z=_arr(np.nan_to_num(heat)),
+            colorscale=HEAT_SCALE,
+            zmin=None if zmax is None else 0.0,
+            zmax=zmax,
+            colorbar=colorbar,
+            hovertemplate="%{z:.3g}<extra></extra>",
+        )
+    ]
     if log_p is not None:
-        data.append(_contour(u, np.exp(log_p - np.max(log_p)), line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
-                             contours=dict(coloring="none", start=0.05, end=1, size=0.2)))
+        data.append(
+            _contour(
+                u,
+                np.exp(log_p - np.max(log_p)),
+                line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
+                contours=dict(coloring="none", start=0.05, end=1, size=0.2),
+            )
+        )
     if p_neg is not None:
-        data.append(_contour(u, p_neg, contours=dict(coloring="none", start=0.5, end=0.5),
-                             line=dict(width=1.2, color="rgba(203,24,29,0.8)", dash="dot")))
+        data.append(
+            _contour(
+                u,
+                p_neg,
+                contours=dict(coloring="none", start=0.5, end=0.5),
+                line=dict(width=1.2, color="rgba(203,24,29,0.8)", dash="dot"),
+            )
+        )
     norms = [np.percentile(np.linalg.norm(np.nan_to_num(v), axis=1), 90) for _, v in arrows.values()]
     scale = 0.9 * spacing / max(max(norms, default=1.0), 1e-9)
     for name, (p, v) in arrows.items():
         x, y = _quiver(p, v, scale, 1.6 * spacing)
-        data.append(dict(type="scatter", x=_arr(x), y=_arr(y), mode="lines", hoverinfo="skip",
-                         name=FIELD_LABELS.get(name, name),
-                         line=dict(width=1.1, color=FIELD_COLORS.get(name, "#000"))))
+        data.append(
+            dict(
+                type="scatter",
+                x=_arr(x),
+                y=_arr(y),
+                mode="lines",
+                hoverinfo="skip",
+                name=FIELD_LABELS.get(name, name),
+                line=dict(width=1.1, color=FIELD_COLORS.get(name, "#000")),
+            )
+        )
     return _figure(data, _layout(lim, title, height=500))
 
 
@@ -188,22 +359,54 @@ def weights_figure(ts: np.ndarray, stats: dict, title: str) -> go.Figure:
     for key, (mean, lo, hi) in stats.items():
         axes = dict(xaxis="x2", yaxis="y2") if key.startswith("scale") else dict(xaxis="x", yaxis="y")
         color = WEIGHT_COLORS.get(key, "#333")
-        data.append(dict(type="scatter", x=_arr(np.concatenate([ts, ts[::-1]])),
-                         y=_arr(np.concatenate([hi, lo[::-1]])), fill="toself", hoverinfo="skip",
-                         fillcolor=_alpha(color, 0.18), line=dict(width=0), showlegend=False, **axes))
-        data.append(dict(type="scatter", x=_arr(ts), y=_arr(mean), mode="lines", **axes,
-                         name=WEIGHT_LABELS.get(key, key), line=dict(color=color, width=2)))
+        data.append(
+            dict(
+                type="scatter",
+                x=_arr(np.concatenate([ts, ts[::-1]])),
+                y=_arr(np.concatenate([hi, lo[::-1]])),
+                fill="toself",
+                hoverinfo="skip",
+                fillcolor=_alpha(color, 0.18),
+                line=dict(width=0),
+                showlegend=False,
+                **axes,
+            )
+        )
+        data.append(
+            dict(
+                type="scatter",
+                x=_arr(ts),
+                y=_arr(mean),
+                mode="lines",
+                **axes,
+                name=WEIGHT_LABELS.get(key, key),
+                line=dict(color=color, width=2),
+            )
+        )
     x = _axis(autorange="reversed")
-    layout = dict(template="simple_white", font=FONT, height=430, title=dict(text=title, x=0.02),
-                  margin=dict(l=55, r=15, t=60, b=45),
-                  legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"),
-                  xaxis={**x, "anchor": "y", "showticklabels": False, "matches": "x2"},
-                  xaxis2={**x, "anchor": "y2", "title": dict(text="timestep t  (sampling runs left → right)")},
-                  yaxis=_axis(domain=[0.55, 1.0], rangemode="tozero", title=dict(text="weight λ")),
-                  yaxis2=_axis(domain=[0.0, 0.45], rangemode="tozero", title=dict(text="scale γλ")))
+    layout = dict(
+        template="simple_white",
+        font=FONT,
+        height=430,
+        title=dict(text=title, x=0.02),
+        margin=dict(l=55, r=15, t=60, b=45),
+        legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"),
+        xaxis={**x, "anchor": "y", "showticklabels": False, "matches": "x2"},
+        xaxis2={**x, "anchor": "y2", "title": dict(text="timestep t  (sampling runs left → right)")},
+        yaxis=_axis(domain=[0.55, 1.0], rangemode="tozero", title=dict(text="weight λ")),
+        yaxis2=_axis(domain=[0.0, 0.45], rangemode="tozero", title=dict(text="scale γλ")),
+    )
     if not stats:
-        layout["annotations"] = [dict(text="this rule has no negative or positive weight",
-                                      showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")]
+        layout["annotations"] = [
+            dict(
+                text="this rule has no negative or positive weight",
+                showarrow=False,
+                x=0.5,
+                y=0.5,
+                xref="paper",
+                yref="paper",
+            )
+        ]
     return _figure(data, layout)
 
 
@@ -212,14 +415,19 @@ def _alpha(hex_color: str, a: float) -> str:
     return f"rgba({r},{g},{b},{a})"
 
 
-def outcome_figure(u: np.ndarray, log_p_target: np.ndarray, x0: np.ndarray, labels: np.ndarray,
-                   lim: float, title: str) -> go.Figure:
+def outcome_figure(
+    u: np.ndarray, log_p_target: np.ndarray, x0: np.ndarray, labels: np.ndarray, lim: float, title: str
+) -> go.Figure:
     """Final samples, coloured by outcome, over the ideal target density p(x | p, ¬n)."""
     finite = np.isfinite(log_p_target)
     dens = np.nan_to_num(np.exp(log_p_target - (np.max(log_p_target[finite]) if finite.any() else 0.0)))
-    target = _contour(u, dens, colorscale=[[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.45)"]],
-                      contours=dict(coloring="fill", start=0.02, end=1, size=0.12),
-                      line=dict(width=0.4, color="rgba(43,140,190,0.6)"))
+    target = _contour(
+        u,
+        dens,
+        colorscale=[[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.45)"]],
+        contours=dict(coloring="fill", start=0.02, end=1, size=0.12),
+        line=dict(width=0.4, color="rgba(43,140,190,0.6)"),
+    )
     return _figure([target, _points(x0, labels), *_legend(labels)], _layout(lim, title))
 
 
@@ -258,3 +466,105 @@ def metrics_table(names: list[str], values: list[dict | None]) -> str:
             label += f" (baseline {base:.3f})" if base is not None else ""
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------ sweep curves
+SIDE_COLORS = {"left": "#d94801", "right": "#2171b5"}
+SWEEP_AXES = {
+    "off_support": "off-support rate",
+    "energy": "energy distance to the ideal target",
+    "leakage_hard": "leakage (p(n∣x) > ½)",
+    "leakage": "leakage, soft mean p(n∣x)",
+}
+
+
+def sweep_figure(
+    rows: list[dict],
+    x: str = "off_support",
+    y: str = "leakage_hard",
+    current: dict | None = None,
+    height: int = 470,
+) -> go.Figure:
+    """Trade-off curves: one line per (column, rule, τ) through its γ sweep; rows carry a 'side' key.
+
+    Every point's customdata is [side, γ, τ] so that a click can open that setting; `current`
+    (side -> (x, y)) marks each column's present setting with a ring.
+    """
+    curves: dict[tuple, list[dict]] = {}
+    for r in rows:
+        tau = r["tau"]
+        curves.setdefault((r["side"], r["method"], None if tau != tau else tau), []).append(r)
+    data, dashes = [], ["solid", "dot", "dash", "dashdot", "longdash"]
+    for i, ((side, method, tau), rs) in enumerate(sorted(curves.items(), key=lambda kv: str(kv[0]))):
+        rs = sorted(rs, key=lambda r: r["gamma"])
+        name = f"{side}: {method}" + ("" if tau is None else f" τ={tau:g}")
+        taus = [r["tau"] if r["tau"] == r["tau"] else None for r in rs]
+        data.append(
+            dict(
+                type="scatter",
+                mode="lines+markers",
+                name=name,
+                x=[float(r[x]) for r in rs],
+                y=[float(r[y]) for r in rs],
+                customdata=[[side, r["gamma"], t] for r, t in zip(rs, taus)],
+                marker=dict(size=8, color=SIDE_COLORS.get(side, "#333")),
+                line=dict(
+                    width=1.6,
+                    color=SIDE_COLORS.get(side, "#333"),
+                    dash=dashes[sum(1 for k in list(curves)[:i] if k[0] == side) % 5],
+                ),
+                hovertemplate="γ = %{customdata[1]:.3g}<br>"
+                + f"{SWEEP_AXES.get(x, x)} = "
+                + "%{x:.3g}<br>"
+                + f"{SWEEP_AXES.get(y, y)} = "
+                + "%{y:.3g}<extra>"
+                + name
+                + "</extra>",
+            )
+        )
+    for side, (cx, cy) in (current or {}).items():
+        data.append(
+            dict(
+                type="scatter",
+                mode="markers",
+                x=[cx],
+                y=[cy],
+                name=f"{side}: now",
+                hoverinfo="skip",
+                marker=dict(
+                    size=18, symbol="circle-open", line=dict(width=2.5), color=SIDE_COLORS.get(side, "#333")
+                ),
+            )
+        )
+    layout = dict(
+        template="simple_white",
+        font=FONT,
+        height=height,
+        clickmode="event+select",
+        title=dict(text="γ sweep: removal against quality (click a point to open it)", x=0.02),
+        margin=dict(l=60, r=15, t=55, b=50),
+        legend=dict(orientation="v", x=1.0, xanchor="right", y=1.0),
+        xaxis=_axis(title=dict(text=SWEEP_AXES.get(x, x)), rangemode="tozero"),
+        yaxis=_axis(title=dict(text=SWEEP_AXES.get(y, y)), rangemode="tozero"),
+    )
+    return _figure(data, layout)
+
+
+# ------------------------------------------------------------------------------- presentation mode
+def presentation(fig: go.Figure, scale: float = 1.45) -> go.Figure:
+    """The figure for a projector: fonts and markers scaled up, taller."""
+    layout = fig.layout
+    fig.update_layout(
+        font=dict(size=round(FONT["size"] * scale)), height=round((layout.height or 470) * 1.15)
+    )
+    if layout.title and layout.title.font and layout.title.font.size:
+        fig.update_layout(title_font_size=round(layout.title.font.size * scale))
+    for trace in fig.data:
+        marker = getattr(trace, "marker", None)
+        if marker is not None and isinstance(marker.size, (int, float)):
+            trace.marker.size = marker.size * 1.8
+    for frame in fig.frames or ():
+        for trace in frame.data:
+            if getattr(trace, "marker", None) is not None and isinstance(trace.marker.size, (int, float)):
+                trace.marker.size *= 1.8
+    return fig

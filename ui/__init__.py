@@ -1,0 +1,1 @@
+"""Streamlit panels of app.py (share, sweep, export, mixture editor, training); toydiff never imports them."""

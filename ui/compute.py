@@ -1,0 +1,172 @@
+"""The app's cached calls into toydiff (st.cache_resource for mixtures and denoisers, st.cache_data
+for numpy results), keyed by scene JSON. No math: toydiff computes, this module caches."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import streamlit as st
+
+import toydiff
+from toydiff import exact, fields, metrics, mixtures, sampler, schedule
+from toydiff import scene as scene_mod
+from toydiff.metrics import preset_threshold
+from toydiff.scene import Scene
+from toydiff.viz.export import outcomes
+
+from .state import CUSTOM
+from .training import net_denoiser
+
+MAX_FRAMES = 50  # animation frames sent to the browser
+FIELD_RES = 41  # heatmap grid; arrows on every other point (21 × 21)
+BG_RES = 120
+SCORE_LABELS = {"exact": "exact oracle", "learned": "learned net", "weak": "weak net"}
+WEIGHT_KEYS = ("lam_neg", "scale_neg", "lam_pos", "scale_pos")
+# Memory bounds per server process (all sessions together); README "Deployment" lists them.
+CACHE_ENTRIES = int(os.environ.get("TOYDIFF_CACHE_ENTRIES", "48"))  # sampler runs (~1 MB each), metrics
+CACHE_TTL = float(os.environ.get("TOYDIFF_CACHE_TTL", "0")) or None  # seconds; 0 = no expiry
+RESOURCE_ENTRIES = int(os.environ.get("TOYDIFF_RESOURCE_ENTRIES", "32"))  # mixtures, denoisers
+
+
+def mix_key(scene: Scene) -> str:
+    """Cache key of a scene's data: the preset's name or the inline mixture's canonical JSON."""
+    return scene.preset if scene.preset is not None else json.dumps(scene.mixture, sort_keys=True)
+
+
+def run_key(scene: Scene) -> str:
+    """Cache key of a sampler run: the scene JSON without the field view's t (it changes no sample)."""
+    return dataclasses.replace(scene, t=500.0).to_json()
+
+
+def mixture_of(scene: Scene) -> toydiff.Mixture:
+    return load_mixture(mix_key(scene))
+
+
+def threshold_of(scene: Scene) -> float:
+    """Off-support threshold: the preset's, or computed from the inline mixture (as the CLI does)."""
+    return preset_threshold(scene.preset) if scene.preset else inline_threshold(mix_key(scene))
+
+
+@st.cache_resource(max_entries=RESOURCE_ENTRIES, show_spinner=False)
+def load_mixture(key: str) -> toydiff.Mixture:
+    """The preset mixture (key = its name) or an inline one (key = its JSON), built once."""
+    if key in toydiff.PRESETS:
+        return mixtures.preset(key)
+    return Scene(preset=None, mixture=json.loads(key)).build_mixture()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def inline_threshold(key: str) -> float:
+    return metrics.off_support_threshold(load_mixture(key))
+
+
+@st.cache_resource(max_entries=RESOURCE_ENTRIES, show_spinner=False)
+def load_denoiser(key: str, score: str, delta: float, net: str | None = None):
+    """(denoiser, warning): the scene's denoiser, or the exact oracle if weights are missing/corrupt."""
+    mix = load_mixture(key)
+    if net is not None:
+        found = net_denoiser(net, mix)
+        if found is not None:
+            return found, None
+        score = "learned"  # the session net is gone (store full): say so below
+    preset = key if key in toydiff.PRESETS else None
+    scene = Scene(
+        preset=preset, mixture=None if preset else json.loads(key), score=score, delta=delta, negative=None
+    )
+    try:
+        if net is not None:
+            raise LookupError(f"session net {net} is no longer available")
+        return scene_mod.denoiser(scene, mix), None
+    except Exception as e:  # missing, corrupt or unloadable weights must never take the page down
+        warning = (
+            f"No usable {SCORE_LABELS[score]} weights for '{preset or CUSTOM}' "
+            f"({type(e).__name__}: {e}); using the exact oracle."
+        )
+        return scene_mod.denoiser(dataclasses.replace(scene, score="exact"), mix), warning
+
+
+def denoiser_for(scene: Scene, net: str | None = None):
+    """The scene's denoiser (cached) without the warning."""
+    return load_denoiser(mix_key(scene), scene.score, scene.delta, net)[0]
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, ttl=CACHE_TTL, show_spinner="sampling…")
+def simulate(scene_json: str, net: str | None = None) -> dict:
+    """Sampler run of one scene, as numpy: animation frames, outcomes, weight stats, diverged count."""
+    # one line per real run: benchmarks/load.py counts them (cache hits print nothing)
+    digest = hashlib.sha1(scene_json.encode()).hexdigest()[:12]
+    print(f"toydiff: sampled {digest} net={net}", file=sys.stderr, flush=True)
+    scene = Scene.from_json(scene_json)
+    mix = mixture_of(scene)
+    den, warning = load_denoiser(mix_key(scene), scene.score, scene.delta, net)
+    result = sampler.sample(
+        scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix), scene.knobs()
+    )  # toydiff.run without the metrics: they come later
+    traj = np.asarray(result.traj, np.float32)  # (S+1, N, 2)
+    idx = np.unique(np.linspace(0, scene.steps, min(scene.steps + 1, MAX_FRAMES)).round().astype(int))
+    ts = np.append(schedule.timesteps(scene.steps), -1)  # state j sits at timestep ts[j]; -1 = x̂0
+    x0 = traj[-1]
+    lim = fields.extent(mix)
+    stats = {}
+    for key in WEIGHT_KEYS:
+        if key in result.info:
+            w = np.asarray(result.info[key], np.float32)  # (S, N)
+            stats[key] = (np.nanmean(w, 1), *np.nanpercentile(w, [10, 90], axis=1))
+    return dict(
+        frames=np.clip(traj[idx], -1e4, 1e4),
+        frame_ts=ts[idx],
+        x0=np.clip(x0, -1e4, 1e4),
+        labels=outcomes(mix, x0, scene.negative, threshold_of(scene)),
+        stats=stats,
+        step_ts=ts[:-1],
+        warning=warning,
+        lim=lim,
+        x0_raw=x0,
+        diverged=int(np.sum(np.asarray(metrics.diverged(x0)))),
+    )
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, ttl=CACHE_TTL, show_spinner=False)
+def metrics_of(scene_json: str, net: str | None = None) -> dict:
+    """metrics.evaluate of the scene's final samples (exact densities; ~0.1 s, so after the figures)."""
+    scene = Scene.from_json(scene_json)
+    x0 = simulate(scene_json, net)["x0_raw"]
+    return metrics.evaluate(mixture_of(scene), x0, scene.positive, scene.negative, threshold_of(scene))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def background(key: str, positive: str | None, negative: str | None, lim: float | None = None) -> dict:
+    """Grid densities at t = 0 over [−lim, lim]² (default: the data's extent): log p(x),
+    p(negative | x) and the ideal target log p(x | p, ¬n)."""
+    mix = load_mixture(key)
+    lim = fields.extent(mix) if lim is None else lim
+    g = fields.grid(lim, BG_RES)
+    shape = (BG_RES, BG_RES)
+    target = exact.log_prob_rows(mix, g, 1.0, mixtures.log_weights(mix, positive, negative))
+    return dict(
+        u=np.linspace(-lim, lim, BG_RES, dtype=np.float32),
+        lim=lim,
+        log_p=np.asarray(exact.log_prob(mix, g)).reshape(shape),
+        p_neg=None if negative is None else np.asarray(exact.posterior(mix, g, 1.0, negative)).reshape(shape),
+        log_p_target=np.asarray(target).reshape(shape),
+    )
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def field_at(scene_json: str, t: int, net: str | None = None) -> dict:
+    """fields.field of the scene on the FIELD_RES grid at timestep t, as numpy."""
+    scene = Scene.from_json(scene_json)
+    scene = dataclasses.replace(scene, n=1, seed=0)  # fixed n: one compile per rule/steps
+    mix = mixture_of(scene)
+    den, _ = load_denoiser(mix_key(scene), scene.score, scene.delta, net)
+    lim = fields.extent(mix)
+    out = fields.field(
+        scene.sampler_config(), den, scene.cond(mix), scene.knobs(), fields.grid(lim, FIELD_RES), float(t)
+    )
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
