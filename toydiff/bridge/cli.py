@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 from .. import guidance
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='∅ branch: the encoding of "" (CCFG code) or zeros (SDXL default)')
     p.add_argument("--offline", action="store_true", help="never download (as HF_HUB_OFFLINE=1)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--save-images", action="store_true",
+                   help="also write images.npz: rule -> (seeds, H, W, 3) float images in [0, 1]")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -107,16 +110,31 @@ def _jsonable(info: dict) -> dict:
 
 
 def run(args) -> None:
-    """Generates every rule × seed, then writes grid.png, diagnostics.json and weights.png into --out."""
+    """Generates every rule × seed, then writes grid.png, diagnostics.json and weights.png into --out.
+
+    Under `accelerate launch` or torchrun (WORLD_SIZE > 1) the seeds are split over the processes
+    (`shard.run`), and the main process writes the same three files."""
     rules, seeds, extra = _check(args)
     _require()
-    import numpy as np
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from . import shard
 
-    from . import figures, loop, sd
+        return shard.run(args, rules, seeds, extra)
+    from . import loop, sd
 
     for name in rules:
         loop.bridge_rule(name)  # before the (slow) model load
     pipe = sd.load(args.model, local_files_only=True if args.offline else None)
+    images, infos, knobs = generate_all(args, pipe, rules, seeds, extra)
+    write(args, seeds, images, infos, knobs, sd.is_xl(pipe))
+
+
+def generate_all(args, pipe, rules: list[str], seeds: list[int], extra: dict) -> tuple[dict, dict, dict]:
+    """(images, infos, knobs), each rule -> value: (B, H, W, 3) images, (S, B) info, the rule's knobs."""
+    import numpy as np
+
+    from . import loop, sd
+
     images, infos, knobs = {}, {}, {}
     for name in rules:
         knobs[name] = loop.default_knobs(name, gamma=args.gamma, tau=args.tau, **extra)
@@ -125,15 +143,26 @@ def run(args) -> None:
                             null=args.null) for b in batches]
         images[name] = np.concatenate([o[0] for o in outs])
         infos[name] = _merge([o[1] for o in outs])
+    return images, infos, knobs
+
+
+def write(args, seeds: list[int], images: dict, infos: dict, knobs: dict, xl: bool) -> None:
+    """Writes grid.png, weights.png and diagnostics.json into --out."""
+    from . import figures
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{args.prompt!r}  not {args.negative!r}  γ={args.gamma:g}  τ={args.tau:g}  {args.steps} steps"
     figures.grid(images, seeds, title).savefig(out / "grid.png", dpi=100)
     figures.weights(infos).savefig(out / "weights.png", dpi=100)
     meta = {"model": args.model, "prompt": args.prompt, "negative": args.negative, "seeds": seeds,
-            "steps": args.steps, "null": args.null, "xl": sd.is_xl(pipe)}
-    rules_json = {n: {"knobs": knobs[n], **_jsonable(infos[n])} for n in rules}
+            "steps": args.steps, "null": args.null, "xl": xl}
+    rules_json = {n: {"knobs": knobs[n], **_jsonable(infos[n])} for n in images}
     (out / "diagnostics.json").write_text(json.dumps({**meta, "rules": rules_json}, indent=1))
+    if getattr(args, "save_images", False):
+        import numpy as np
+
+        np.savez(out / "images.npz", **images)
     print(f"wrote {out / 'grid.png'}, {out / 'weights.png'}, {out / 'diagnostics.json'}")
 
 

@@ -1,0 +1,277 @@
+"""Real model: the toy's guidance rules on the shipped class-conditional digits UNet, judged by a small
+CNN, plus the Stable Diffusion runs saved by `python -m toydiff bridge sd`. No math here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from toydiff import guidance
+from toydiff.viz import plots
+
+N_CLASSES = 10
+WEIGHT_KEYS = ("lam_neg", "scale_neg", "p_neg")  # with a positive class: λ⁺, γλ⁺ too
+HOW_TO = (
+    'Make one with `python -m toydiff bridge sd --model <hub id or folder> --prompt "..." '
+    '--negative "..." --seeds 0-7 --out {folder}/<name>` (several processes: '
+    "`accelerate launch -m toydiff bridge sd ...`)."
+)
+
+
+def main():
+    st.title("Real model: removing a digit class")
+    st.caption(
+        "The same guidance functions as the toy, on a class-conditional UNet trained on scikit-learn's "
+        "8×8 digits (`pretrained/digits_unet.*`); a small CNN judges which digit each sample shows."
+    )
+    settings = settings_ui()
+    try:
+        result = run(json.dumps(settings, sort_keys=True))
+    except (ImportError, ValueError) as e:  # missing torch/diffusers, or a missing/corrupt checkpoint
+        st.error(
+            f"Cannot run the digits model: {e}. Train one with "
+            "`python -m toydiff bridge digits-train --out pretrained`, or point the checkpoint "
+            "folder at digits_unet.* and digits_judge.*."
+        )
+    else:
+        results_view(settings, result)
+    saved_runs_ui()
+
+
+def bridge_rules() -> list[str]:
+    """Registered rules whose branches an image model gives (∅, positive, negative, conditional)."""
+    from toydiff.bridge import loop
+
+    names = []
+    for name in guidance.RULES:
+        try:
+            loop.bridge_rule(name)
+            names.append(name)
+        except ValueError:
+            pass
+    return names
+
+
+def settings_ui() -> dict:
+    """Sidebar: rule and its registry parameters, classes, steps, images, seed, checkpoint folder."""
+    sb = st.sidebar
+    sb.header("Digits model")
+    try:
+        names = bridge_rules()
+    except ImportError:
+        branches = {"uncond", "pos", "neg", "cond"}  # loop.bridge_rule's test, without torch
+        names = [n for n, r in guidance.RULES.items() if set(r.branches) <= branches and r.state != "oracle"]
+    method = sb.selectbox(
+        "rule",
+        names,
+        index=names.index("ncfg"),
+        key="rm.method",
+        format_func=lambda r: guidance.RULES[r].label,
+    )
+    knobs = {
+        name: param_ui(f"rm.{method}.{name}", name, p) for name, p in guidance.rule(method).all_params.items()
+    }
+    neg = sb.selectbox("class to remove (negative)", range(N_CLASSES), index=3, key="rm.neg")
+    pos = sb.selectbox(
+        "positive class",
+        [None, *range(N_CLASSES)],
+        key="rm.pos",
+        format_func=lambda c: "none (unconditional)" if c is None else str(c),
+    )
+    steps = sb.slider("DDIM steps", 5, 100, 20, key="rm.steps")
+    n = sb.slider("number of images", 16, 1000, 128, step=16, key="rm.n")
+    seed = int(sb.number_input("seed", 0, 2**31 - 1, 0, key="rm.seed"))
+    folder = sb.text_input(
+        "checkpoint folder",
+        str(_pretrained()),
+        key="rm.ckpt",
+        help="holds digits_unet.{json,safetensors} and digits_judge.{json,safetensors}",
+    )
+    return {
+        "method": method,
+        "knobs": knobs,
+        "neg": int(neg),
+        "pos": pos,
+        "steps": int(steps),
+        "n": int(n),
+        "seed": seed,
+        "folder": folder,
+    }
+
+
+def _pretrained() -> Path:
+    return Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def param_ui(key: str, name: str, param: guidance.Param) -> float:
+    """A slider over the registry range [lo, hi]: round log-spaced values for γ and log parameters."""
+    label, helptext = f"{name}", f"{param.help}; range [{param.lo:g}, {param.hi:g}]."
+    if param.log or name == "gamma":
+        values = log_values(param.lo, param.hi, param.default)
+        return float(
+            st.sidebar.select_slider(
+                label, values, float(param.default), key=key, format_func=lambda v: f"{v:g}", help=helptext
+            )
+        )
+    step = (param.hi - param.lo) / 200
+    return float(
+        st.sidebar.slider(
+            label, float(param.lo), float(param.hi), float(param.default), step, key=key, help=helptext
+        )
+    )
+
+
+def log_values(lo: float, hi: float, default: float) -> list[float]:
+    """Round numbers 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k in [lo, hi] (0 first if lo = 0), as the toy."""
+    start = lo if lo > 0 else hi / 200
+    decades = range(int(np.floor(np.log10(start))), int(np.ceil(np.log10(hi))) + 1)
+    nice = [float(f"{m * 10.0**k:.6g}") for k in decades for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)]
+    values = [v for v in nice if start <= v <= hi] + [float(default), float(hi)] + ([0.0] if lo == 0 else [])
+    return sorted(set(values))
+
+
+@st.cache_resource(show_spinner="loading the digits UNet and judge ...")
+def load_models(folder: str):
+    """(unet, judge) from folder/digits_{unet,judge}.*; missing or corrupt -> ValueError."""
+    import torch
+
+    from toydiff.bridge import digits
+
+    torch.set_num_threads(2)
+    unet, _ = digits.load_unet(Path(folder) / "digits_unet")
+    judge, _ = digits.load_judge(Path(folder) / "digits_judge")
+    return unet, judge
+
+
+@st.cache_data(show_spinner="sampling ...", max_entries=32)
+def run(settings_json: str) -> dict:
+    """Images (n, 8, 8) in [0, 1], judged labels (n,), timesteps (S,) and weight stats (mean, p10, p90)."""
+    from toydiff.bridge import digits
+
+    s = json.loads(settings_json)
+    unet, judge = load_models(s["folder"])
+    pos = digits.NULL if s["pos"] is None else s["pos"]
+    x, info = digits.sample(
+        unet, s["method"], s["knobs"], s["n"], pos=pos, neg=s["neg"], steps=s["steps"], seed=s["seed"]
+    )
+    labels, _, _ = digits.judge_images(judge, x)
+    keys = WEIGHT_KEYS + (("lam_pos", "scale_pos") if s["pos"] is not None else ())
+    stats = {k: tuple(_band(info[k])) for k in keys if k in info}
+    return {"images": (x[:, 0].numpy() + 1) / 2, "labels": labels, "t": info["t"], "stats": stats}
+
+
+def _band(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, 10th, 90th percentile) over samples of an (S, N) diagnostic."""
+    v = np.asarray(v, np.float64)
+    return v.mean(1), np.percentile(v, 10, axis=1), np.percentile(v, 90, axis=1)
+
+
+def results_view(s: dict, result: dict):
+    label = guidance.RULES[s["method"]].label
+    title = f"{label}, removing {s['neg']}" + ("" if s["pos"] is None else f", towards {s['pos']}")
+    hist = np.bincount(result["labels"], minlength=N_CLASSES)
+    share = hist[s["neg"]] / max(1, len(result["labels"]))
+    left, right = st.columns([1, 1])
+    left.subheader("Samples")
+    left.image(
+        mosaic(result["images"][:128]),
+        clamp=True,
+        width="stretch",
+        caption=f"first {min(128, len(result['images']))} of {len(result['images'])} samples",
+    )
+    right.subheader("Judged class")
+    right.metric(f"share of removed class {s['neg']}", f"{share:.1%}", help="chance level 10 %")
+    right.plotly_chart(
+        histogram_figure(hist, s["neg"], s["pos"], title), theme=None, config=plots.CONFIG, key="rm.hist"
+    )
+    st.subheader("Weights over time")
+    st.plotly_chart(
+        plots.weights_figure(result["t"], result["stats"], title),
+        theme=None,
+        config=plots.CONFIG,
+        key="rm.weights",
+    )
+    st.caption(
+        "Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ drops "
+        "once a sample no longer resembles the removed class."
+    )
+
+
+def mosaic(images: np.ndarray, cols: int = 16, zoom: int = 6) -> np.ndarray:
+    """(H, W) grey tiles of the (n, 8, 8) images, 1-pixel white gaps, upscaled without smoothing."""
+    n = len(images)
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    tiles = np.ones((rows * cols, 9, 9), np.float32)
+    tiles[:n, :8, :8] = np.clip(images, 0, 1)
+    grid = tiles.reshape(rows, cols, 9, 9).transpose(0, 2, 1, 3).reshape(rows * 9, cols * 9)
+    return np.kron(grid, np.ones((zoom, zoom), np.float32))
+
+
+def histogram_figure(hist: np.ndarray, neg: int, pos: int | None, title: str) -> go.Figure:
+    """Bars of judged classes: the removed class red, the positive class green, the others grey."""
+    colors = ["#888"] * N_CLASSES
+    colors[neg] = plots.WEIGHT_COLORS["p_neg"]
+    if pos is not None:
+        colors[pos] = plots.WEIGHT_COLORS["lam_pos"]
+    share = hist / max(1, hist.sum())
+    bar = go.Bar(
+        x=[str(c) for c in range(N_CLASSES)],
+        y=share,
+        marker_color=colors,
+        customdata=hist,
+        hovertemplate="class %{x}: %{y:.1%} (%{customdata} images)<extra></extra>",
+    )
+    fig = go.Figure(bar)
+    fig.add_hline(
+        y=0.1, line_dash="dot", line_color="#444", annotation_text="uniform", annotation_position="top right"
+    )
+    fig.update_layout(
+        template="simple_white",
+        height=360,
+        title=dict(text=title, x=0.02, font=dict(size=14)),
+        margin=dict(l=55, r=15, t=55, b=45),
+        xaxis_title="judged class",
+        yaxis=dict(title="share of samples", tickformat=".0%", rangemode="tozero"),
+    )
+    return fig
+
+
+def saved_runs_ui():
+    """Saved SD runs: any folder under the results folder with diagnostics.json and grid.png."""
+    st.divider()
+    st.subheader("Saved Stable Diffusion runs")
+    folder = st.text_input("results folder", "results", key="rm.results")
+    root = Path(folder).expanduser()
+    runs = (
+        sorted(p.parent for p in root.rglob("diagnostics.json") if (p.parent / "grid.png").is_file())
+        if root.is_dir()
+        else []
+    )
+    if not runs:
+        st.info(
+            f"No saved runs in `{folder}` (none of its folders has diagnostics.json and grid.png). "
+            + HOW_TO.format(folder=folder.rstrip("/") or "results")
+        )
+        return
+    picked = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)) or ".", key="rm.run")
+    try:
+        meta = json.loads((picked / "diagnostics.json").read_text())
+        knobs = {n: r.get("knobs", {}) for n, r in meta.get("rules", {}).items()}
+        st.caption(
+            f"model `{meta.get('model')}`, prompt {meta.get('prompt')!r}, negative {meta.get('negative')!r}, "
+            f"seeds {meta.get('seeds')}, {meta.get('steps')} steps; knobs {knobs}"
+        )
+    except (OSError, ValueError, AttributeError) as e:
+        st.warning(f"{picked / 'diagnostics.json'} is unreadable ({e}); showing the images only.")
+    st.image(str(picked / "grid.png"), caption="rules × seeds")
+    if (picked / "weights.png").is_file():
+        st.image(str(picked / "weights.png"), caption="weights over time (mean over seeds, min–max band)")
+
+
+if __name__ == "__main__":
+    main()
