@@ -445,20 +445,20 @@ def test_export_bytes_decode_to_the_right_frames():
     mix, thr = scene.build_mixture(), metrics_mod.preset_threshold(scene.preset)
     frames = np.asarray(result.traj)  # 21 states
     title = panels.scene_title(scene, m)
-    gif = panels._animation_file(scene.to_json(), frames, "gif", mix, thr, title)
+    gif = panels._animation_file(scene.to_json(), "s", frames, "gif", mix, thr, title)
     img = Image.open(io.BytesIO(gif))
     assert img.format == "GIF" and img.n_frames == 21
-    mp4 = panels._animation_file(scene.to_json(), frames, "mp4", mix, thr, title)
+    mp4 = panels._animation_file(scene.to_json(), "s", frames, "mp4", mix, thr, title)
     assert mp4[4:8] == b"ftyp"
     reader = imageio_ffmpeg.read_frames(_tmp_file(mp4, ".mp4"))
     meta = next(reader)
     assert sum(1 for _ in reader) == 21 and meta["size"][0] > 100
-    png = panels._outcome_file(scene.to_json(), result.x0, "png", mix, thr, title)
+    png = panels._outcome_file(scene.to_json(), "s", result.x0, "png", mix, thr, title)
     assert Image.open(io.BytesIO(png)).size[0] >= 800
     assert (
-        panels._outcome_file(scene.to_json(), result.x0, "svg", mix, thr, title).lstrip().startswith(b"<?xml")
+        panels._outcome_file(scene.to_json(), "s", result.x0, "svg", mix, thr, title).lstrip().startswith(b"<?xml")
     )
-    assert panels._outcome_file(scene.to_json(), result.x0, "pdf", mix, thr, title).startswith(b"%PDF")
+    assert panels._outcome_file(scene.to_json(), "s", result.x0, "pdf", mix, thr, title).startswith(b"%PDF")
     csv = panels.metrics_csv({"left": scene, "right": scene}, {"left": m, "right": m}).splitlines()
     assert csv[0].startswith("side,method,") and len(csv) == 3
 

@@ -4,6 +4,7 @@ navigation. Streamlit widgets around toydiff calls; no math."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import tempfile
@@ -246,13 +247,13 @@ def scene_title(scene: Scene, m: dict) -> str:
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
-def _outcome_file(scene_json: str, _x0, fmt: str, _mix, threshold: float, title: str) -> bytes:
+def _outcome_file(scene_json: str, samples: str, _x0, fmt: str, _mix, threshold: float, title: str) -> bytes:
     scene = Scene.from_json(scene_json)
     return figure_bytes(export.samples_figure(_mix, _x0, scene.negative, threshold, title), fmt)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _animation_file(scene_json: str, _frames, fmt: str, _mix, threshold: float, title: str) -> bytes:
+def _animation_file(scene_json: str, samples: str, _frames, fmt: str, _mix, threshold: float, title: str) -> bytes:
     scene = Scene.from_json(scene_json)
     return animation_bytes(export.animation(_mix, _frames, scene.negative, threshold, title), fmt)
 
@@ -282,6 +283,8 @@ def export_ui(pair: dict, runs: dict, values: dict, mixture_of, threshold_of):
     for col, (side, scene) in zip(st.columns(2), pair.items()):
         run, mix, thr = runs[side], mixture_of(scene), threshold_of(scene)
         title, key = scene_title(scene, values[side]), scene.to_json()
+        # the samples' digest is part of the cache key: a session's own net shares the scene JSON
+        samples = hashlib.sha1(np.ascontiguousarray(run["x0_raw"]).tobytes()).hexdigest()
         col.markdown(f"**{side}: {guidance.rule(scene.method).label}**")
         row = col.columns(5)
         for cell, fmt, mime in zip(
@@ -289,7 +292,7 @@ def export_ui(pair: dict, runs: dict, values: dict, mixture_of, threshold_of):
         ):
             cell.download_button(
                 fmt.upper(),
-                functools.partial(_outcome_file, key, run["x0_raw"], fmt, mix, thr, title),
+                functools.partial(_outcome_file, key, samples, run["x0_raw"], fmt, mix, thr, title),
                 f"{side}_{scene.method}.{fmt}",
                 mime,
                 key=f"dl.{side}.{fmt}",
@@ -299,7 +302,7 @@ def export_ui(pair: dict, runs: dict, values: dict, mixture_of, threshold_of):
         for cell, fmt, mime in zip(row[3:], ("gif", "mp4"), ("image/gif", "video/mp4")):
             cell.download_button(
                 fmt.upper(),
-                functools.partial(_animation_file, key, run["frames"], fmt, mix, thr, title),
+                functools.partial(_animation_file, key, samples, run["frames"], fmt, mix, thr, title),
                 f"{side}_{scene.method}.{fmt}",
                 mime,
                 key=f"dl.{side}.{fmt}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -104,6 +105,9 @@ def editor_ui(mix: Mixture):
 
 
 # ---------------------------------------------------------------------------------- session nets
+_STORE_LOCK = threading.Lock()
+
+
 @st.cache_resource(show_spinner=False)
 def _store() -> dict:
     """id -> trained net; shared by sessions, bounded by MAX_STORED (sessions keep ids only)."""
@@ -174,12 +178,13 @@ def train_ui(common: dict, mix: Mixture):
         store = _store()
         mine = st.session_state.setdefault("user_nets", [])
         out.update(key=key, label=f"net {len(mine) + 1} ({out['steps']} steps)")
-        store[net] = out
-        mine.append(net)
-        while len(mine) > MAX_NETS:
-            store.pop(mine.pop(0), None)
-        while len(store) > MAX_STORED:
-            store.pop(next(iter(store)))
+        with _STORE_LOCK:  # sessions run in threads: two may train and evict at once
+            store[net] = out
+            mine.append(net)
+            while len(mine) > MAX_NETS:
+                store.pop(mine.pop(0), None)
+            while len(store) > MAX_STORED:
+                store.pop(next(iter(store)))
         st.session_state["train.last"] = net
     last = st.session_state.get("train.last")
     entry = _store().get(last) if last else None
