@@ -15,7 +15,9 @@ import jax
 
 # Before any JAX operation: reuse compiled samplers across app restarts (≈ 16 ms per load).
 # TOYDIFF_JAX_CACHE overrides the folder (the latency benchmark measures a cold start with it).
-_CACHE = os.environ.get("TOYDIFF_JAX_CACHE", str(pathlib.Path(__file__).resolve().parent / ".jax_cache"))
+_CACHE = os.environ.get(
+    "TOYDIFF_JAX_CACHE", str(pathlib.Path(__file__).resolve().parent / ".jax_cache")
+)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
@@ -97,7 +99,10 @@ def main():
     for message in st.session_state.pop("url_warnings", []):
         st.warning(message)
     net = common["net"]
-    runs = {side: simulate(run_key(s), net) if isinstance(s, Scene) else None for side, s in scenes.items()}
+    runs = {
+        side: simulate(run_key(s), net) if isinstance(s, Scene) else None
+        for side, s in scenes.items()
+    }
     if present:  # outside the fragment below: a step must rerun the whole page
         panels.presentation_nav()
     trajectories_view(scenes, runs, present)
@@ -198,7 +203,10 @@ def common_ui() -> dict:
     mixture = json.loads(ss["custom_mixture"]) if preset is None else None
     mix = load_mixture(preset or ss["custom_mixture"])
     info = mixtures.preset_info(preset) if preset else mixtures.Preset(None, "", mix.concepts[-1])
-    concepts = [NONE, *mix.concepts]  # a string, not None: a None value would show as "no selection"
+    concepts = [
+        NONE,
+        *mix.concepts,
+    ]  # a string, not None: a None value would show as "no selection"
     data = state.data_key()
     for k in (f"positive.{data}", f"negative.{data}"):
         if k in st.session_state and st.session_state[k] is None:
@@ -316,7 +324,11 @@ def rule_ui(side: str) -> dict:
     rule = guidance.rule(method)
     spec = {"method": method}
     for name, param in rule.all_params.items():
-        default = SIDES[side].get(name, param.default) if method == SIDES[side]["method"] else param.default
+        default = (
+            SIDES[side].get(name, param.default)
+            if method == SIDES[side]["method"]
+            else param.default
+        )
         spec[name] = param_ui(f"{side}.{method}.{name}", name, param, default)
     key = f"{side}.{method}.interval"
     lo, hi = sb.slider(
@@ -335,9 +347,11 @@ def rule_ui(side: str) -> dict:
 def param_ui(key: str, name: str, param: guidance.Param, default: float) -> float:
     """A slider for one rule parameter: log-spaced values for γ and log parameters, else linear."""
     label = f"{SYMBOLS.get(name, name)} ({name})"
-    current = float(st.session_state.get(key, default))  # a link or a sweep click may hold any value
+    current = float(
+        st.session_state.get(key, default)
+    )  # a link or a sweep click may hold any value
     if param.log or name == "gamma":
-        values = sorted(set(log_values(param.lo, param.hi, default)) | {current})
+        values = sorted(set(state.log_values(param.lo, param.hi, default)) | {current})
         return float(
             st.sidebar.select_slider(
                 label,
@@ -363,15 +377,6 @@ def param_ui(key: str, name: str, param: guidance.Param, default: float) -> floa
             help=f"{param.help}; range [{param.lo:g}, {param.hi:g}].",
         )
     )
-
-
-def log_values(lo: float, hi: float, default: float) -> list[float]:
-    """Round numbers 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k in [lo, hi] (0 first if lo = 0)."""
-    start = lo if lo > 0 else hi / 200
-    decades = range(int(np.floor(np.log10(start))), int(np.ceil(np.log10(hi))) + 1)
-    nice = [float(f"{m * 10.0**k:.6g}") for k in decades for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)]
-    values = [v for v in nice if start <= v <= hi] + [float(default), float(hi)] + ([0.0] if lo == 0 else [])
-    return sorted(set(values))
 
 
 def make_scene(common: dict, spec: dict) -> Scene | tuple[str, str]:
@@ -456,7 +461,11 @@ def trajectories_view(scenes: dict, runs: dict, present: bool = False):
 
 def metrics_view(scenes: dict, net: str | None = None):
     st.subheader("Metrics")
-    names = [f"{side}: {guidance.rule(s.method).label}" for side, s in scenes.items() if isinstance(s, Scene)]
+    names = [
+        f"{side}: {guidance.rule(s.method).label}"
+        for side, s in scenes.items()
+        if isinstance(s, Scene)
+    ]
     values = [metrics_of(run_key(s), net) for s in scenes.values() if isinstance(s, Scene)]
     if values:
         st.markdown(plots.metrics_table(names, values))
@@ -480,7 +489,8 @@ def field_view(scenes: dict, net: str | None = None):
         help="Timestep of the field (999 = pure noise, 0 = data). Reruns this view only.",
     )
     scenes = {
-        side: dataclasses.replace(s, t=float(t)) if isinstance(s, Scene) else s for side, s in scenes.items()
+        side: dataclasses.replace(s, t=float(t)) if isinstance(s, Scene) else s
+        for side, s in scenes.items()
     }
     pair = {side: s for side, s in scenes.items() if isinstance(s, Scene)}
     if len(pair) == 2:  # the fragment reran alone: keep the link's t current

@@ -57,7 +57,11 @@ def title(page, i: int) -> str:
 
 def moves(page, slider_text: str, chart: int, keys: list[str]) -> list[float]:
     """ms from each key press on the slider to the chart's new title being drawn."""
-    slider = page.locator("[data-testid='stSlider']").filter(has_text=slider_text).first.get_by_role("slider")
+    slider = (
+        page.locator("[data-testid='stSlider']")
+        .filter(has_text=slider_text)
+        .first.get_by_role("slider")
+    )
     out = []
     for key in keys:
         wait_idle(page)
@@ -65,8 +69,12 @@ def moves(page, slider_text: str, chart: int, keys: list[str]) -> list[float]:
         slider.focus()
         t0 = time.perf_counter()
         slider.press(key)
-        page.wait_for_function(f"t => {CHARTS}[{chart}].querySelector('.gtitle').textContent !== t",
-                               arg=before, timeout=60_000, polling="raf")
+        page.wait_for_function(
+            f"t => {CHARTS}[{chart}].querySelector('.gtitle').textContent !== t",
+            arg=before,
+            timeout=60_000,
+            polling="raf",
+        )
         out.append(1000 * (time.perf_counter() - t0))
     wait_idle(page)
     return out
@@ -103,21 +111,48 @@ def main():
     rows = [
         ("cold start → first complete page (empty JAX cache)", f"{cold:.2f} s", "≤ 8 s"),
         ("warm start → first complete page (JAX cache filled)", f"{warm:.2f} s", "≤ 4 s"),
-        ("γ slider → trajectory figure, new values (median of 10)", f"{med(gamma[:10]):.0f} ms", "≤ 250 ms"),
-        ("γ slider → trajectory figure, revisited values (median of 10)", f"{med(gamma[10:]):.0f} ms", "≤ 250 ms"),
-        ("τ slider → trajectory figure, new values (median of 10)", f"{med(tau[:10]):.0f} ms", "≤ 250 ms"),
-        ("τ slider → trajectory figure, revisited values (median of 10)", f"{med(tau[10:]):.0f} ms", "≤ 250 ms"),
+        (
+            "γ slider → trajectory figure, new values (median of 10)",
+            f"{med(gamma[:10]):.0f} ms",
+            "≤ 250 ms",
+        ),
+        (
+            "γ slider → trajectory figure, revisited values (median of 10)",
+            f"{med(gamma[10:]):.0f} ms",
+            "≤ 250 ms",
+        ),
+        (
+            "τ slider → trajectory figure, new values (median of 10)",
+            f"{med(tau[:10]):.0f} ms",
+            "≤ 250 ms",
+        ),
+        (
+            "τ slider → trajectory figure, revisited values (median of 10)",
+            f"{med(tau[10:]):.0f} ms",
+            "≤ 250 ms",
+        ),
         ("γ and τ, all 40 moves (median)", f"{med(gamma + tau):.0f} ms", "≤ 250 ms"),
-        ("t slider → vector-field figure (median of 20, fragment rerun)", f"{med(t):.0f} ms", "≤ 150 ms"),
-        ("animation, 50 frames × 2000 points (Scattergl), median of 3 plays", f"{med(fps):.1f} fps", "≥ 30 fps"),
+        (
+            "t slider → vector-field figure (median of 20, fragment rerun)",
+            f"{med(t):.0f} ms",
+            "≤ 150 ms",
+        ),
+        (
+            "animation, 50 frames × 2000 points (Scattergl), median of 3 plays",
+            f"{med(fps):.1f} fps",
+            "≥ 30 fps",
+        ),
     ]
-    text = ("# App latency (headless Chromium, software rendering, 2000 points × 50 steps × 2 rules)\n\n"
-            f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `benchmarks/app_latency.py` on a shared "
-            f"{os.cpu_count()}-core machine; one run, so numbers are noisy.\n\n"
-            "| measure | value | target |\n|---|---:|---:|\n"
-            + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows) + "\n\n"
-            f"Raw (ms): γ {[round(x) for x in gamma]}; τ {[round(x) for x in tau]}; t {[round(x) for x in t]}; "
-            f"fps {[round(x, 1) for x in fps]}\n")
+    text = (
+        "# App latency (headless Chromium, software rendering, 2000 points × 50 steps × 2 rules)\n\n"
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `benchmarks/app_latency.py` on a shared "
+        f"{os.cpu_count()}-core machine; one run, so numbers are noisy.\n\n"
+        "| measure | value | target |\n|---|---:|---:|\n"
+        + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+        + "\n\n"
+        f"Raw (ms): γ {[round(x) for x in gamma]}; τ {[round(x) for x in tau]}; t {[round(x) for x in t]}; "
+        f"fps {[round(x, 1) for x in fps]}\n"
+    )
     out = ROOT / "benchmarks" / "results" / "app_latency.md"
     out.write_text(text)
     print(text)

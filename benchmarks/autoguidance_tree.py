@@ -14,7 +14,6 @@ import argparse
 import csv
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import matplotlib
 
@@ -48,24 +47,51 @@ def coverage(mix, x0: np.ndarray, comps: np.ndarray) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=4000, help="samples per setting")
-    parser.add_argument("--score", default="learned", choices=("learned", "exact"),
-                        help="shipped nets (weak net as guide) or the exact mixture (δ-blurred guide)")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for the CSV, PNG and MD")
+    parser.add_argument(
+        "--score",
+        default="learned",
+        choices=("learned", "exact"),
+        help="shipped nets (weak net as guide) or the exact mixture (δ-blurred guide)",
+    )
+    parser.add_argument(
+        "--out", default="benchmarks/results", help="folder for the CSV, PNG and MD"
+    )
     args = parser.parse_args()
     mix = toydiff.preset("tree")
     comps = outer_components(mix)
     rows = []
     for method in ("cfg", "autoguidance"):
         for w in WEIGHTS:
-            scene = Scene.from_dict({"preset": "tree", "positive": "A", "negative": None, "method": method,
-                                     "gamma": w, "score": args.score, "n": args.n})
+            scene = Scene.from_dict(
+                {
+                    "preset": "tree",
+                    "positive": "A",
+                    "negative": None,
+                    "method": method,
+                    "gamma": w,
+                    "score": args.score,
+                    "n": args.n,
+                }
+            )
             result, m = run(scene)
-            rows.append({"method": method, "w": w, "off_support": m["off_support"], "nll": m["nll"],
-                         "coverage_outer": coverage(mix, np.asarray(result.x0), comps),
-                         "energy": m["energy"]})
-            print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+            rows.append(
+                {
+                    "method": method,
+                    "w": w,
+                    "off_support": m["off_support"],
+                    "nll": m["nll"],
+                    "coverage_outer": coverage(mix, np.asarray(result.x0), comps),
+                    "energy": m["energy"],
+                }
+            )
+            print(
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()},
+                flush=True,
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"autoguidance_tree_{args.score}.csv", "w", newline="") as f:
@@ -79,18 +105,29 @@ def main():
             ax.plot([r[key] for r in rs], [r["coverage_outer"] for r in rs], "o-", label=method)
             for r in rs:
                 ax.annotate(f"{r['w']:g}", (r[key], r["coverage_outer"]), fontsize=7)
-    for ax, key in zip(axes, ("off-support rate (lower = more precise)", "NLL (lower = more precise)")):
+    for ax, key in zip(
+        axes, ("off-support rate (lower = more precise)", "NLL (lower = more precise)")
+    ):
         ax.set(xlabel=key, ylabel="outer-branch coverage (higher = more diverse)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"tree, class A, {args.score} scores: guidance weight w annotated")
     fig.tight_layout()
     fig.savefig(out / f"autoguidance_tree_{args.score}.png")
-    lines = ["| method | w | off-support | NLL | outer coverage | energy |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['w']:g} | {r['off_support']:.4f} | {r['nll']:.2f} | "
-              f"{r['coverage_outer']:.3f} | {r['energy']:.4f} |" for r in rows]
+    lines = [
+        "| method | w | off-support | NLL | outer coverage | energy |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['w']:g} | {r['off_support']:.4f} | {r['nll']:.2f} | "
+        f"{r['coverage_outer']:.3f} | {r['energy']:.4f} |"
+        for r in rows
+    ]
     (out / f"autoguidance_tree_{args.score}.md").write_text(
-        f"Command: `.venv/bin/python benchmarks/autoguidance_tree.py --score {args.score}`\n\n" + "\n".join(lines) + "\n")
+        f"Command: `.venv/bin/python benchmarks/autoguidance_tree.py --score {args.score}`\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     print("\n".join(lines))
 
 

@@ -43,7 +43,11 @@ class TorchNet(torch.nn.Module):
         angle = (x_in[:, :, None] * self.xf).flatten(1)
         feats = torch.cat([x_in, torch.sin(angle), torch.cos(angle)], -1)
         ta = t[:, None] / schedule.T * self.tf
-        h = self.x(feats) + self.t(torch.cat([torch.sin(ta), torch.cos(ta)], -1)) + self.concept(concept)
+        h = (
+            self.x(feats)
+            + self.t(torch.cat([torch.sin(ta), torch.cos(ta)], -1))
+            + self.concept(concept)
+        )
         h = torch.nn.functional.silu(h)
         for layer in self.hidden:
             h = torch.nn.functional.silu(layer(h))
@@ -61,7 +65,9 @@ def torch_trainer(mix, net_config, config):
         s / config.warmup
         if s < config.warmup
         else 0.01
-        + 0.99 * 0.5 * (1 + math.cos(math.pi * (s - config.warmup) / (config.steps - config.warmup)))
+        + 0.99
+        * 0.5
+        * (1 + math.cos(math.pi * (s - config.warmup) / (config.steps - config.warmup)))
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warm)
     table = torch.softmax(torch.tensor(np.array(train.exact.concept_table(mix))), -1)  # (C+1, K)
@@ -148,7 +154,9 @@ def main() -> str:
         "|---|---:|---:|---:|",
     ]
     for name, r in rates.items():
-        lines.append(f"| {name} | {med[name]:.0f} | {min(r):.0f}–{max(r):.0f} | {med[name] / base:.2f}× |")
+        lines.append(
+            f"| {name} | {med[name]:.0f} | {min(r):.0f}–{max(r):.0f} | {med[name] / base:.2f}× |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -67,7 +67,13 @@ TABLE_JS = """() => {
   return t ? [...t.querySelectorAll('tr')].map(r => [...r.children].map(c => c.textContent.trim())) : null;
 }"""
 # (label in the sidebar, which of the sliders with that label): each mover walks one, in one direction
-SLIDERS = [("sampler η", 0), ("weak-model blur δ", 0), ("γ (gamma)", 0), ("γ (gamma)", 1), ("τ (tau)", 0)]
+SLIDERS = [
+    ("sampler η", 0),
+    ("weak-model blur δ", 0),
+    ("γ (gamma)", 0),
+    ("γ (gamma)", 1),
+    ("τ (tau)", 0),
+]
 
 
 # ------------------------------------------------------------------------------------------ server
@@ -198,11 +204,15 @@ def slider(page, label: str, nth: int):
     )
 
 
-async def move(page, label: str, nth: int, direction: int, timeout_ms: int) -> tuple[int, float | None]:
+async def move(
+    page, label: str, nth: int, direction: int, timeout_ms: int
+) -> tuple[int, float | None]:
     """One arrow key on a slider (reversing at its ends): (direction used, seconds until the rerun
     finished with the new value in the URL and every figure drawn, or None on timeout)."""
     thumb = slider(page, label, nth)
-    now, lo, hi = await thumb.evaluate("e => [e.value, e.min, e.max].map(Number)")  # <input type=range>
+    now, lo, hi = await thumb.evaluate(
+        "e => [e.value, e.min, e.max].map(Number)"
+    )  # <input type=range>
     if (direction > 0 and now >= hi) or (direction < 0 and now <= lo):
         direction = -direction
     old = await page.evaluate("location.search")
@@ -249,9 +259,12 @@ async def browser_phases(args, url: str, server, log: SamplerLog) -> dict:
     me = os.getpid()
     timeout_ms = int(args.timeout * 1000)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         contexts = [
-            await browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(args.pages)
+            await browser.new_context(viewport={"width": 1400, "height": 900})
+            for _ in range(args.pages)
         ]
         log.take()
         out["rss_start"] = rss_mb(server.pid)
@@ -306,7 +319,10 @@ async def browser_phases(args, url: str, server, log: SamplerLog) -> dict:
         # (3) movers: own seed each (untimed open), then concurrent keyboard moves for --duration s
         movers = pages[: args.movers]
         reopen = await asyncio.gather(
-            *(m.goto(reseed(url, base_search, 1000 + i), timeout=timeout_ms) for i, m in enumerate(movers))
+            *(
+                m.goto(reseed(url, base_search, 1000 + i), timeout=timeout_ms)
+                for i, m in enumerate(movers)
+            )
         )
         del reopen
         await asyncio.gather(
@@ -350,7 +366,10 @@ async def browser_phases(args, url: str, server, log: SamplerLog) -> dict:
         out["errors_all"] = await errors_of(pages + [solo])
 
         # every page's metrics against toydiff.scene.run of the scenes its URL encodes (untimed)
-        shown = [(await p.evaluate("location.search"), await p.evaluate(TABLE_JS)) for p in pages + [solo]]
+        shown = [
+            (await p.evaluate("location.search"), await p.evaluate(TABLE_JS))
+            for p in pages + [solo]
+        ]
         out["check"] = check_metrics(shown)
         out["procs"] = len(psutil.Process(me).children(recursive=True))
         await browser.close()
@@ -393,7 +412,11 @@ def check_metrics(shown: list[tuple[str, list | None]]) -> dict:
             for mkey, label, fmt, _ in METRICS:
                 want = expected[key].get(mkey)
                 row = next((cells for lab, cells in table.items() if lab.startswith(label)), None)
-                if want is None or not (float(want) == float(want)) or abs(float(want)) == float("inf"):
+                if (
+                    want is None
+                    or not (float(want) == float(want))
+                    or abs(float(want)) == float("inf")
+                ):
                     if row is not None and row[i] != "–":
                         bad.append(f"{search} {side} {mkey}: shows {row[i]}, expected –")
                     continue
@@ -401,7 +424,9 @@ def check_metrics(shown: list[tuple[str, list | None]]) -> dict:
                     bad.append(f"{search} {side} {mkey}: row missing")
                     continue
                 if abs(cell_value(row[i], fmt) - float(want)) > tolerance(fmt):
-                    bad.append(f"{search} {side} {mkey}: shows {row[i]}, expected {float(want):.6g}")
+                    bad.append(
+                        f"{search} {side} {mkey}: shows {row[i]}, expected {float(want):.6g}"
+                    )
                 checked += 1
     return dict(pages=pages, scenes=len(expected), checked=checked, mismatches=bad)
 
@@ -420,7 +445,10 @@ def memory_worker(n: int, checkpoints: list[int]) -> None:
 
     info = mixtures.preset_info("three_blobs")  # the app's default page: nCFG left, CCFG right
     common = dict(preset="three_blobs", positive=info.positive, negative=info.negative, gamma=2.0)
-    base = {"left": Scene(**common, method="ncfg"), "right": Scene(**common, method="ccfg", tau=1.0)}
+    base = {
+        "left": Scene(**common, method="ncfg"),
+        "right": Scene(**common, method="ccfg", tau=1.0),
+    }
     rows = []
     t0 = time.perf_counter()
     for i in range(n):
@@ -432,11 +460,17 @@ def memory_worker(n: int, checkpoints: list[int]) -> None:
         compute.background(compute.mix_key(sc), sc.positive, sc.negative, None)
         if i + 1 in checkpoints:
             gc.collect()
-            rows.append(dict(scenes=i + 1, rss=rss_mb(os.getpid()), seconds=time.perf_counter() - t0))
+            rows.append(
+                dict(scenes=i + 1, rss=rss_mb(os.getpid()), seconds=time.perf_counter() - t0)
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(
         json.dumps(
-            dict(rows=rows, cache_entries=compute.CACHE_ENTRIES, resource_entries=compute.RESOURCE_ENTRIES)
+            dict(
+                rows=rows,
+                cache_entries=compute.CACHE_ENTRIES,
+                resource_entries=compute.RESOURCE_ENTRIES,
+            )
         ),
         flush=True,
     )
@@ -444,7 +478,9 @@ def memory_worker(n: int, checkpoints: list[int]) -> None:
 
 def memory_phase(args) -> dict:
     """Runs memory_worker in a subprocess (clean RSS); returns its checkpoints and sampler count."""
-    checkpoints = sorted(c for c in {50, 100, 200, 300, 400, args.memory_scenes} if c <= args.memory_scenes)
+    checkpoints = sorted(
+        c for c in {50, 100, 200, 300, 400, args.memory_scenes} if c <= args.memory_scenes
+    )
     err = pathlib.Path(tempfile.mkstemp(suffix=".log")[1])
     cmd = [
         sys.executable,
@@ -480,7 +516,11 @@ def report(args, b: dict | None, m: dict | None, load: tuple) -> str:
     verdicts = []
     if b:
         o, s, mv, ch = b["open"], b["single"], b["move"], b["check"]
-        ratio = mv["p95"] / s["median"] if s["median"] == s["median"] and s["median"] > 0 else float("nan")
+        ratio = (
+            mv["p95"] / s["median"]
+            if s["median"] == s["median"] and s["median"] > 0
+            else float("nan")
+        )
         share_open = o["gen_cpu"] / max(o["gen_cpu"] + o["server_cpu"], 1e-9)
         share_move = mv["gen_cpu"] / max(mv["gen_cpu"] + mv["server_cpu"], 1e-9)
         lines += [
@@ -544,7 +584,9 @@ def report(args, b: dict | None, m: dict | None, load: tuple) -> str:
             f"RSS after {last['scenes']} / after 50 = **{last['rss'] / r50:.2f}×**.",
             "",
         ]
-        verdicts.append((f"RSS after {last['scenes']} ≤ 1.5× RSS after 50", last["rss"] <= 1.5 * r50))
+        verdicts.append(
+            (f"RSS after {last['scenes']} ≤ 1.5× RSS after 50", last["rss"] <= 1.5 * r50)
+        )
     lines += ["## Acceptance", "", "| check | result |", "|---|---|"]
     lines += [f"| {name} | {'pass' if ok else '**FAIL**'} |" for name, ok in verdicts]
     return "\n".join(lines) + "\n"
@@ -558,14 +600,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pages", type=int, default=30, help="browser pages opening the same link (30)")
     p.add_argument("--movers", type=int, default=10, help="pages that then move sliders (10)")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of concurrent slider moves (60)")
-    p.add_argument("--think", type=float, default=1.0, help="seconds a user waits between moves (1)")
-    p.add_argument("--single", type=int, default=8, help="single-user slider moves for the median (8)")
     p.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds before a page counts as timed out (600)"
+        "--duration", type=float, default=60.0, help="seconds of concurrent slider moves (60)"
     )
     p.add_argument(
-        "--memory-scenes", type=int, default=500, help="distinct scenes in memory mode (500; 0 = skip)"
+        "--think", type=float, default=1.0, help="seconds a user waits between moves (1)"
+    )
+    p.add_argument(
+        "--single", type=int, default=8, help="single-user slider moves for the median (8)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds before a page counts as timed out (600)",
+    )
+    p.add_argument(
+        "--memory-scenes",
+        type=int,
+        default=500,
+        help="distinct scenes in memory mode (500; 0 = skip)",
     )
     p.add_argument("--no-browser", action="store_true", help="memory mode only")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/load.md"), help="report path")

@@ -12,6 +12,7 @@ import streamlit as st
 
 from toydiff import guidance
 from toydiff.viz import plots
+from ui.state import log_values
 
 N_CLASSES = 10
 WEIGHT_KEYS = ("lam_neg", "scale_neg", "p_neg")  # with a positive class: λ⁺, γλ⁺ too
@@ -31,7 +32,10 @@ def main():
     settings = settings_ui()
     try:
         result = run(json.dumps(settings, sort_keys=True))
-    except (ImportError, ValueError) as e:  # missing torch/diffusers, or a missing/corrupt checkpoint
+    except (
+        ImportError,
+        ValueError,
+    ) as e:  # missing torch/diffusers, or a missing/corrupt checkpoint
         st.error(
             f"Cannot run the digits model: {e}. Train one with "
             "`python -m toydiff bridge digits-train --out pretrained`, or point the checkpoint "
@@ -64,7 +68,11 @@ def settings_ui() -> dict:
         names = bridge_rules()
     except ImportError:
         branches = {"uncond", "pos", "neg", "cond"}  # loop.bridge_rule's test, without torch
-        names = [n for n, r in guidance.RULES.items() if set(r.branches) <= branches and r.state != "oracle"]
+        names = [
+            n
+            for n, r in guidance.RULES.items()
+            if set(r.branches) <= branches and r.state != "oracle"
+        ]
     method = sb.selectbox(
         "rule",
         names,
@@ -73,7 +81,8 @@ def settings_ui() -> dict:
         format_func=lambda r: guidance.RULES[r].label,
     )
     knobs = {
-        name: param_ui(f"rm.{method}.{name}", name, p) for name, p in guidance.rule(method).all_params.items()
+        name: param_ui(f"rm.{method}.{name}", name, p)
+        for name, p in guidance.rule(method).all_params.items()
     }
     neg = sb.selectbox("class to remove (negative)", range(N_CLASSES), index=3, key="rm.neg")
     pos = sb.selectbox(
@@ -114,24 +123,26 @@ def param_ui(key: str, name: str, param: guidance.Param) -> float:
         values = log_values(param.lo, param.hi, param.default)
         return float(
             st.sidebar.select_slider(
-                label, values, float(param.default), key=key, format_func=lambda v: f"{v:g}", help=helptext
+                label,
+                values,
+                float(param.default),
+                key=key,
+                format_func=lambda v: f"{v:g}",
+                help=helptext,
             )
         )
     step = (param.hi - param.lo) / 200
     return float(
         st.sidebar.slider(
-            label, float(param.lo), float(param.hi), float(param.default), step, key=key, help=helptext
+            label,
+            float(param.lo),
+            float(param.hi),
+            float(param.default),
+            step,
+            key=key,
+            help=helptext,
         )
     )
-
-
-def log_values(lo: float, hi: float, default: float) -> list[float]:
-    """Round numbers 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k in [lo, hi] (0 first if lo = 0), as the toy."""
-    start = lo if lo > 0 else hi / 200
-    decades = range(int(np.floor(np.log10(start))), int(np.ceil(np.log10(hi))) + 1)
-    nice = [float(f"{m * 10.0**k:.6g}") for k in decades for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)]
-    values = [v for v in nice if start <= v <= hi] + [float(default), float(hi)] + ([0.0] if lo == 0 else [])
-    return sorted(set(values))
 
 
 @st.cache_resource(show_spinner="loading the digits UNet and judge ...")
@@ -156,7 +167,14 @@ def run(settings_json: str) -> dict:
     unet, judge = load_models(s["folder"])
     pos = digits.NULL if s["pos"] is None else s["pos"]
     x, info = digits.sample(
-        unet, s["method"], s["knobs"], s["n"], pos=pos, neg=s["neg"], steps=s["steps"], seed=s["seed"]
+        unet,
+        s["method"],
+        s["knobs"],
+        s["n"],
+        pos=pos,
+        neg=s["neg"],
+        steps=s["steps"],
+        seed=s["seed"],
     )
     labels, _, _ = digits.judge_images(judge, x)
     keys = WEIGHT_KEYS + (("lam_pos", "scale_pos") if s["pos"] is not None else ())
@@ -186,7 +204,10 @@ def results_view(s: dict, result: dict):
     right.subheader("Judged class")
     right.metric(f"share of removed class {s['neg']}", f"{share:.1%}", help="chance level 10 %")
     right.plotly_chart(
-        histogram_figure(hist, s["neg"], s["pos"], title), theme=None, config=plots.CONFIG, key="rm.hist"
+        histogram_figure(hist, s["neg"], s["pos"], title),
+        theme=None,
+        config=plots.CONFIG,
+        key="rm.hist",
     )
     st.subheader("Weights over time")
     st.plotly_chart(
@@ -228,7 +249,11 @@ def histogram_figure(hist: np.ndarray, neg: int, pos: int | None, title: str) ->
     )
     fig = go.Figure(bar)
     fig.add_hline(
-        y=0.1, line_dash="dot", line_color="#444", annotation_text="uniform", annotation_position="top right"
+        y=0.1,
+        line_dash="dot",
+        line_color="#444",
+        annotation_text="uniform",
+        annotation_position="top right",
     )
     fig.update_layout(
         template="simple_white",
@@ -248,7 +273,9 @@ def saved_runs_ui():
     folder = st.text_input("results folder", "results", key="rm.results")
     root = Path(folder).expanduser()
     runs = (
-        sorted(p.parent for p in root.rglob("diagnostics.json") if (p.parent / "grid.png").is_file())
+        sorted(
+            p.parent for p in root.rglob("diagnostics.json") if (p.parent / "grid.png").is_file()
+        )
         if root.is_dir()
         else []
     )
@@ -258,7 +285,9 @@ def saved_runs_ui():
             + HOW_TO.format(folder=folder.rstrip("/") or "results")
         )
         return
-    picked = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)) or ".", key="rm.run")
+    picked = st.selectbox(
+        "run", runs, format_func=lambda p: str(p.relative_to(root)) or ".", key="rm.run"
+    )
     try:
         meta = json.loads((picked / "diagnostics.json").read_text())
         knobs = {n: r.get("knobs", {}) for n, r in meta.get("rules", {}).items()}
@@ -270,7 +299,9 @@ def saved_runs_ui():
         st.warning(f"{picked / 'diagnostics.json'} is unreadable ({e}); showing the images only.")
     st.image(str(picked / "grid.png"), caption="rules × seeds")
     if (picked / "weights.png").is_file():
-        st.image(str(picked / "weights.png"), caption="weights over time (mean over seeds, min–max band)")
+        st.image(
+            str(picked / "weights.png"), caption="weights over time (mean over seeds, min–max band)"
+        )
 
 
 if __name__ == "__main__":

@@ -87,7 +87,9 @@ def wait_idle(page, timeout_ms: int = 120_000):
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(
+            f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
+        )
     port = free_port()
     proc = start_app(port, tmp_path_factory.mktemp("streamlit") / "server.log")
     url = f"http://127.0.0.1:{port}"
@@ -117,6 +119,8 @@ def page(browser, app_url):
     page = context.new_page()
     page.goto(app_url)
     wait_idle(page)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 8", timeout=120_000)
+    page.wait_for_function(
+        "document.querySelectorAll('.js-plotly-plot').length >= 8", timeout=120_000
+    )
     yield page
     context.close()

@@ -182,9 +182,13 @@ def test_rule_preset_score_sweep(preset):
             _ok(at)
             assert not at.error, (preset, score, left, right, [e.value for e in at.error])
             assert {"traj.left", "traj.right"} <= set(_charts(at))
-        if score == "learned":  # weights present: no warning; missing: a warning and the exact oracle
+        if (
+            score == "learned"
+        ):  # weights present: no warning; missing: a warning and the exact oracle
             try:
-                scene_mod.denoiser(scene_mod.Scene(preset=preset, score="learned"), mixtures.preset(preset))
+                scene_mod.denoiser(
+                    scene_mod.Scene(preset=preset, score="learned"), mixtures.preset(preset)
+                )
                 assert not at.warning
             except (ImportError, ValueError, OSError):
                 assert any("exact oracle" in w.value for w in at.warning)
@@ -288,13 +292,22 @@ def test_curated_scene_link_sets_every_widget_and_keeps_its_short_link():
         and at.select_slider(key="right.ccfg.tau").value == 10
     )
     assert at.selectbox(key="field_heat").value == "lam_neg"
-    assert at.query_params["scene"] == ["temperature_tau"] or at.query_params["scene"] == "temperature_tau"
+    assert (
+        at.query_params["scene"] == ["temperature_tau"]
+        or at.query_params["scene"] == "temperature_tau"
+    )
     off = [_num(c) for c in _table(at)["off-support rate"]]
     assert off[0] > 0.9 and off[1] < 0.05, off  # τ → 0 is nCFG, large τ barely guides
-    at.select_slider(key="right.ccfg.tau").set_value(5.0).run()  # changed: the full query replaces ?scene=
+    at.select_slider(key="right.ccfg.tau").set_value(
+        5.0
+    ).run()  # changed: the full query replaces ?scene=
     _ok(at)
     decoded = scenes.decode_query(dict(at.query_params))
-    assert decoded.scenes["right"].tau == 5.0 and decoded.scenes["left"].tau == 0.01 and not decoded.warnings
+    assert (
+        decoded.scenes["right"].tau == 5.0
+        and decoded.scenes["left"].tau == 0.01
+        and not decoded.warnings
+    )
 
 
 @pytest.mark.parametrize(
@@ -336,7 +349,10 @@ def test_link_with_any_values_reproduces_them():
     )
     _ok(at)
     assert not at.warning, [w.value for w in at.warning]
-    assert at.select_slider(key="left.ccfg.gamma").value == 2.37 and at.select_slider(key="n").value == 300
+    assert (
+        at.select_slider(key="left.ccfg.gamma").value == 2.37
+        and at.select_slider(key="n").value == 300
+    )
     assert at.slider(key="field_t").value == 250 and at.selectbox(key="schedule").value == "cosine"
     charts = _charts(at)
     assert (
@@ -359,7 +375,9 @@ def test_inline_mixture_from_a_link_and_the_editor():
     assert "traj.left" in _charts(at) and not at.error
     frame = training.mixture_frame(mixtures.preset("three_blobs"), ["A", "B", "C", "D"])
     assert list(frame.columns)[6:] == ["A", "B", "C", "D"] and frame["D"].sum() == 0
-    assert mixtures.Mixture(**training.frame_to_mixture(frame, ["A", "B", "C"])).membership.shape == (3, 3)
+    assert mixtures.Mixture(
+        **training.frame_to_mixture(frame, ["A", "B", "C"])
+    ).membership.shape == (3, 3)
     with pytest.raises(ValueError, match="membership"):  # concept D has no component yet
         mixtures.Mixture(**training.frame_to_mixture(frame, ["A", "B", "C", "D"]))
     frame.loc[1, "var_x"] = -1.0
@@ -376,7 +394,9 @@ def test_sweep_runs_both_rules_in_time_and_a_click_opens_the_point():
     curves = [d for d in chart["data"] if d["mode"] == "lines+markers"]
     assert len(curves) == 2 and all(len(c["x"]) == 16 for c in curves)
     seconds = float(
-        next(c.value for c in at.caption if "computed in" in c.value).split("computed in ")[1].split(" s")[0]
+        next(c.value for c in at.caption if "computed in" in c.value)
+        .split("computed in ")[1]
+        .split(" s")[0]
     )
     print(
         f"sweep in the app: 2 rules × 16 γ × 2000 points × 50 steps in {seconds:.2f} s (first, with compiles)"
@@ -400,7 +420,9 @@ def test_sweep_timing_warm():
     pair = scenes.curated("why_ncfg_fails").scenes()
     panels.run_pair_sweep(pair, None)  # compile
     rows, seconds = panels.run_pair_sweep(pair, None)
-    print(f"sweep warm: {len(rows)} settings (2 rules × 16 γ × 2000 points × 50 steps) in {seconds:.2f} s")
+    print(
+        f"sweep warm: {len(rows)} settings (2 rules × 16 γ × 2000 points × 50 steps) in {seconds:.2f} s"
+    )
     assert len(rows) == 32 and seconds <= 10
 
 
@@ -456,9 +478,13 @@ def test_export_bytes_decode_to_the_right_frames():
     png = panels._outcome_file(scene.to_json(), "s", result.x0, "png", mix, thr, title)
     assert Image.open(io.BytesIO(png)).size[0] >= 800
     assert (
-        panels._outcome_file(scene.to_json(), "s", result.x0, "svg", mix, thr, title).lstrip().startswith(b"<?xml")
+        panels._outcome_file(scene.to_json(), "s", result.x0, "svg", mix, thr, title)
+        .lstrip()
+        .startswith(b"<?xml")
     )
-    assert panels._outcome_file(scene.to_json(), "s", result.x0, "pdf", mix, thr, title).startswith(b"%PDF")
+    assert panels._outcome_file(scene.to_json(), "s", result.x0, "pdf", mix, thr, title).startswith(
+        b"%PDF"
+    )
     csv = panels.metrics_csv({"left": scene, "right": scene}, {"left": m, "right": m}).splitlines()
     assert csv[0].startswith("side,method,") and len(csv) == 3
 

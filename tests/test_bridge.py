@@ -27,7 +27,9 @@ from toydiff.bridge import loop, sd  # noqa: E402
 
 PROMPT, NEGATIVE, GAMMA, STEPS = "a red cat", "a blue dog", 7.5, 4
 WARN = "ignore:no CUDA device"
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # in Euler
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning"
+)  # in Euler
 
 
 def _tokenizer():
@@ -38,29 +40,63 @@ def _tokenizer():
 
 
 def _text_config(**kw):
-    return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32,
-                          intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=100,
-                          **kw)
+    return CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=100,
+        **kw,
+    )
 
 
 def _vae():
-    return AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4,
-                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                         norm_num_groups=2)
+    return AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=2,
+    )
 
 
 def tiny_sd15():
     """A tiny SD 1.5 pipeline with DDIM, random weights from a fixed torch seed."""
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                norm_num_groups=2)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, scheduler=scheduler, vae=_vae(),
-                                   text_encoder=CLIPTextModel(_text_config()), tokenizer=_tokenizer(),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -68,18 +104,39 @@ def tiny_sd15():
 def tiny_sdxl():
     """A tiny SDXL pipeline with Euler (two text encoders, micro-conditioning), random weights."""
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-                                use_linear_projection=True, addition_embed_type="text_time",
-                                addition_time_embed_dim=8, projection_class_embeddings_input_dim=80,
-                                cross_attention_dim=64, norm_num_groups=2)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=2,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )
     pipe = StableDiffusionXLPipeline(
-        unet=unet, scheduler=scheduler, vae=_vae(), text_encoder=CLIPTextModel(_text_config()),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(projection_dim=32)), tokenizer=_tokenizer(),
-        tokenizer_2=_tokenizer(), add_watermarker=False)
+        unet=unet,
+        scheduler=scheduler,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(projection_dim=32)),
+        tokenizer=_tokenizer(),
+        tokenizer_2=_tokenizer(),
+        add_watermarker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -112,8 +169,15 @@ def _bridge(pipe, rule, seeds=(0, 1), **kw):
 @pytest.mark.parametrize("output_type", ["latent", "np"])
 def test_sd_negative_equals_stock_pipeline(pipe, output_type):
     """sd_negative through the bridge = the stock pipeline with negative_prompt, same seeds and scheduler."""
-    stock = pipe(PROMPT, negative_prompt=NEGATIVE, guidance_scale=GAMMA, num_inference_steps=STEPS,
-                 num_images_per_prompt=2, generator=_gens([0, 1]), output_type=output_type).images
+    stock = pipe(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        guidance_scale=GAMMA,
+        num_inference_steps=STEPS,
+        num_images_per_prompt=2,
+        generator=_gens([0, 1]),
+        output_type=output_type,
+    ).images
     ours, _ = _bridge(pipe, "sd_negative", output_type=output_type)
     stock = stock.cpu().numpy() if output_type == "latent" else stock
     ours = ours.cpu().numpy() if output_type == "latent" else ours
@@ -132,11 +196,18 @@ def test_every_step_applies_the_registry_rule(sd15, rule, monkeypatch):
     unet_out, stepped = [], []
     handle = sd15.unet.register_forward_hook(lambda m, a, out: unet_out.append(out[0].clone()))
     step = DDIMScheduler.step
-    monkeypatch.setattr(DDIMScheduler, "step", lambda s, eps, t, x, **kw: stepped.append(
-        (eps.clone(), t, x.clone())) or step(s, eps, t, x, **kw))
+    monkeypatch.setattr(
+        DDIMScheduler,
+        "step",
+        lambda s, eps, t, x, **kw: (
+            stepped.append((eps.clone(), t, x.clone())) or step(s, eps, t, x, **kw)
+        ),
+    )
     knobs = loop.default_knobs(rule, gamma=GAMMA, tau=0.05, prior=0.3, temp=0.5)
     try:
-        _, info = sd.generate(sd15, PROMPT, NEGATIVE, rule, knobs, [0, 1], steps=STEPS, output_type="latent")
+        _, info = sd.generate(
+            sd15, PROMPT, NEGATIVE, rule, knobs, [0, 1], steps=STEPS, output_type="latent"
+        )
     finally:
         handle.remove()
     assert len(unet_out) == len(stepped) == STEPS  # one UNet forward per step, all branches in it
@@ -144,14 +215,23 @@ def test_every_step_applies_the_registry_rule(sd15, rule, monkeypatch):
     for i, (out, (eps, t, x)) in enumerate(zip(unet_out, stepped, strict=True)):
         uncond, pos, neg = out.chunk(3)
         p_neg = torch.from_numpy(info["p_neg"][i]) if r.state else None
-        expected, _ = guidance.apply(r, {"uncond": uncond, "pos": pos, "neg": neg, "cond": pos}, knobs, p_neg)
+        expected, _ = guidance.apply(
+            r, {"uncond": uncond, "pos": pos, "neg": neg, "cond": pos}, knobs, p_neg
+        )
         torch.testing.assert_close(eps, expected, atol=1e-6, rtol=0)
         if r.state and i + 1 < STEPS:  # DNG's carry: the toy's η = 0 update with the DDPM variance
             ab, ab_next = abs_[int(t)], abs_[int(stepped[i + 1][1])]
             mu = lambda e: _ddim_mean(x.double(), e.double(), ab, ab_next)  # noqa: B023
             sigma2 = (1 - ab_next) / (1 - ab) * (1 - ab / ab_next)
-            p_next = guidance.dng_update(p_neg.double(), mu(eps), mu(neg), mu(uncond), sigma2, temp=0.5,
-                                         **{k: knobs[k] for k in ("offset", "p_min", "p_max")})
+            p_next = guidance.dng_update(
+                p_neg.double(),
+                mu(eps),
+                mu(neg),
+                mu(uncond),
+                sigma2,
+                temp=0.5,
+                **{k: knobs[k] for k in ("offset", "p_min", "p_max")},
+            )
             np.testing.assert_allclose(info["p_neg"][i + 1], p_next.numpy(), rtol=1e-4)
     if r.state:
         np.testing.assert_allclose(info["p_neg"][0], 0.3)  # starts at the prior p_T
@@ -185,7 +265,9 @@ def test_norms_and_weights_in_float32_under_float16():
     g = torch.Generator().manual_seed(0)
     b = {k: torch.randn(2, 4, 32, 32, generator=g).half() * 3 for k in loop.BRANCHES}
     eps, info = loop.guide(guidance.rule("ccfg"), b, {"gamma": GAMMA, "tau": 0.002})
-    d = (b["neg"].double() - b["uncond"].double()).pow(2).sum((1, 2, 3))  # ≈ 1.8e5: past float16's 65504
+    d = (
+        (b["neg"].double() - b["uncond"].double()).pow(2).sum((1, 2, 3))
+    )  # ≈ 1.8e5: past float16's 65504
     assert eps.dtype == torch.float16 and info["d_neg_sq"].dtype == torch.float32
     torch.testing.assert_close(info["d_neg_sq"].double(), d, rtol=1e-4, atol=0)  # float32 summation
     lam_neg = 2 / (1 + torch.exp(0.002 * d))
@@ -194,12 +276,27 @@ def test_norms_and_weights_in_float32_under_float16():
 
 def test_cli_without_weights_fails_fast_with_one_line(tmp_path):
     """A missing model folder: exit code 2 and one `error: ...` line naming what to put where."""
-    cmd = [sys.executable, "-m", "toydiff", "bridge", "sd", "--model", str(tmp_path / "none"),
-           "--negative", "dog", "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "toydiff",
+        "bridge",
+        "sd",
+        "--model",
+        str(tmp_path / "none"),
+        "--negative",
+        "dog",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --model:") and "model_index.json" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("error: --model:")
+        and "model_index.json" in lines[0]
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -211,14 +308,39 @@ def test_cli_writes_grid_diagnostics_and_plot(sd15, tmp_path, capsys):
     from toydiff.__main__ import main
 
     sd15.save_pretrained(tmp_path / "tiny")  # a local folder, loaded back with --offline
-    rc = main(["bridge", "sd", "--model", str(tmp_path / "tiny"), "--offline", "--prompt", PROMPT,
-               "--negative", NEGATIVE, "--rules", "ccfg,dng", "--steps", "3", "--seeds", "0-2",
-               "--batch", "2", "--knob", "prior=0.2", "--out", str(tmp_path / "out")])
+    rc = main(
+        [
+            "bridge",
+            "sd",
+            "--model",
+            str(tmp_path / "tiny"),
+            "--offline",
+            "--prompt",
+            PROMPT,
+            "--negative",
+            NEGATIVE,
+            "--rules",
+            "ccfg,dng",
+            "--steps",
+            "3",
+            "--seeds",
+            "0-2",
+            "--batch",
+            "2",
+            "--knob",
+            "prior=0.2",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     diag = json.loads((tmp_path / "out" / "diagnostics.json").read_text())
     assert diag["seeds"] == [0, 1, 2] and list(diag["rules"]) == ["ccfg", "dng"]
     ccfg = diag["rules"]["ccfg"]
-    assert ccfg["knobs"]["tau"] == 0.2 and np.asarray(ccfg["lam_neg"]).shape == (3, 3)  # (steps, seeds)
+    assert ccfg["knobs"]["tau"] == 0.2 and np.asarray(ccfg["lam_neg"]).shape == (
+        3,
+        3,
+    )  # (steps, seeds)
     assert diag["rules"]["dng"]["p_neg"][0] == pytest.approx([0.2] * 3)
     for name in ("grid.png", "weights.png"):
         with Image.open(tmp_path / "out" / name) as im:

@@ -69,7 +69,9 @@ def test_animation_plays_and_frames_advance(page):
 def test_field_slider_reruns_only_the_fragment(page):
     before = page.locator(".js-plotly-plot").nth(2).locator(".gtitle").first.text_content()
     slider = (
-        page.locator("[data-testid='stSlider']").filter(has_text="timestep t").first.get_by_role("slider")
+        page.locator("[data-testid='stSlider']")
+        .filter(has_text="timestep t")
+        .first.get_by_role("slider")
     )
     slider.focus()
     slider.press("ArrowLeft")
@@ -79,7 +81,9 @@ def test_field_slider_reruns_only_the_fragment(page):
         timeout=60_000,
     )
     page.wait_for_selector(IDLE)
-    assert "t = 490" in page.locator(".js-plotly-plot").nth(2).locator(".gtitle").first.text_content()
+    assert (
+        "t = 490" in page.locator(".js-plotly-plot").nth(2).locator(".gtitle").first.text_content()
+    )
     assert page.locator("[data-testid='stException']").count() == 0
 
 
@@ -291,7 +295,9 @@ def _fuzz_queries(count: int, seed: int = 0) -> list[str]:
         for _ in range(rng.randrange(1, 5)):
             key, value = rng.choice(keys), rng.choice(values)
             if rng.random() < 0.3:
-                value = f"{rng.uniform(-5, 25):.{rng.randrange(0, 4)}f}"  # in and out of range numbers
+                value = (
+                    f"{rng.uniform(-5, 25):.{rng.randrange(0, 4)}f}"  # in and out of range numbers
+                )
             parts.append((key, value))
             if rng.random() < 0.15:
                 parts.append((key, rng.choice(values)))  # duplicate key
@@ -320,10 +326,16 @@ def _fuzz(page, app_url, queries: list[str], min_warned: int):
         t0 = time.perf_counter()
         _goto(page, f"{app_url}/?{query}", timeout_ms=90_000)  # a hung run fails here
         worst = max(worst, time.perf_counter() - t0)
-        assert page.locator(EXCEPTION).count() == 0, (i, query, page.locator(EXCEPTION).first.text_content())
+        assert page.locator(EXCEPTION).count() == 0, (
+            i,
+            query,
+            page.locator(EXCEPTION).first.text_content(),
+        )
         warned += page.locator("[data-testid='stAlertContentWarning']").count() > 0
     elapsed = time.perf_counter() - start
-    print(f"fuzz: {len(queries)} links in {elapsed:.0f} s (worst {worst:.1f} s), {warned} showed a warning")
+    print(
+        f"fuzz: {len(queries)} links in {elapsed:.0f} s (worst {worst:.1f} s), {warned} showed a warning"
+    )
     assert warned >= min_warned  # the fuzz does reach the error paths
 
 

@@ -30,7 +30,13 @@ def net(mix):
 def _save(tmp_path, mix, net, **over):
     params, config = net
     meta = dict(
-        preset="overlap", train={"steps": 0}, seed=0, steps=0, wall_time_s=0.0, final_loss=1.0, errors={}
+        preset="overlap",
+        train={"steps": 0},
+        seed=0,
+        steps=0,
+        wall_time_s=0.0,
+        final_loss=1.0,
+        errors={},
     )
     return checkpoint.save(tmp_path / "ck", params, config, mix, **{**meta, **over})
 
@@ -92,7 +98,10 @@ def _edit_meta(stem, fn):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"hidden": 32}, "tensor concept is float32\\[3, 16\\], the architecture needs float32\\[3, 32\\]"),
+        (
+            {"hidden": 32},
+            "tensor concept is float32\\[3, 16\\], the architecture needs float32\\[3, 32\\]",
+        ),
         ({"depth": 4}, "tensors do not match the architecture .*hidden.2"),
         (
             {"n_concepts": 3},
@@ -141,7 +150,9 @@ def test_different_mixture(tmp_path, mix, net):
 def test_weights_from_another_checkpoint(tmp_path, mix, net):
     stem = _save(tmp_path, mix, net)
     _edit_meta(stem, lambda m: m.update(mixture_hash="0" * 16))
-    with pytest.raises(CheckpointError, match="weights and metadata come from different checkpoints"):
+    with pytest.raises(
+        CheckpointError, match="weights and metadata come from different checkpoints"
+    ):
         checkpoint.load(stem)
 
 

@@ -41,7 +41,9 @@ def test_judge_accuracy_on_held_out_real_digits(judge):
     x, y = digits.load("test")
     acc = digits.accuracy(judge, torch.from_numpy(x), torch.from_numpy(y))
     assert acc >= 0.9, acc
-    assert len(y) == 360 and not set(map(bytes, x)) & set(map(bytes, digits.load("train")[0]))  # disjoint
+    assert len(y) == 360 and not set(map(bytes, x)) & set(
+        map(bytes, digits.load("train")[0])
+    )  # disjoint
 
 
 def _unguided_tv(unet, judge, n, steps):
@@ -100,7 +102,9 @@ def test_sampling_goes_through_bridge_loop_with_registry_rule(unet, monkeypatch,
         torch.testing.assert_close(eps, ref)
         if rule == "ncfg":  # and by hand: ε_∅ − γ(ε_n − ε_∅), Δ_p = 0 with the null positive
             g = knobs["gamma"]
-            torch.testing.assert_close(eps, branches["uncond"] - g * (branches["neg"] - branches["uncond"]))
+            torch.testing.assert_close(
+                eps, branches["uncond"] - g * (branches["neg"] - branches["uncond"])
+            )
 
     x, info = digits.sample(
         unet, rule, knobs, n=6, neg=np.array([0, 1, 2, 3, 4, 5]), steps=3, seed=0, hook=hook
@@ -137,7 +141,12 @@ def test_missing_or_corrupt_checkpoint_raises_value_error(tmp_path):
     digits.save(tmp_path / "j3", digits.Judge(width=8), "digits_judge", {"width": 32, "feat": 64})
     with pytest.raises(ValueError, match="do not fit"):
         digits.load_judge(tmp_path / "j3")
-    assert main(["bridge", "digits-table", "--out", str(tmp_path), "--unet", str(tmp_path / "nothing")]) == 2
+    assert (
+        main(
+            ["bridge", "digits-table", "--out", str(tmp_path), "--unet", str(tmp_path / "nothing")]
+        )
+        == 2
+    )
 
 
 def test_class_metrics_match_hand_computation():
@@ -170,7 +179,18 @@ def test_table_command_end_to_end_tiny(tmp_path, monkeypatch):
     small = {"ncfg": [{"gamma": 1.0}], "ccfg": [{"gamma": 2.0, "tau": 0.5}]}
     monkeypatch.setattr(table, "DEFAULT_GRID", small)
     rc = main(
-        ["bridge", "digits-table", "--out", str(tmp_path), "--classes", "0,7", "--n", "8", "--steps", "2"]
+        [
+            "bridge",
+            "digits-table",
+            "--out",
+            str(tmp_path),
+            "--classes",
+            "0,7",
+            "--n",
+            "8",
+            "--steps",
+            "2",
+        ]
     )
     assert rc == 0
     md = (tmp_path / "digits_table.md").read_text()

@@ -12,14 +12,24 @@ from toydiff import exact, schedule
 def random_mixture(rng: np.random.Generator, k: int = 5, c: int = 3) -> toydiff.Mixture:
     """Anisotropic components (random rotations and scales) and overlapping soft memberships."""
     angles = rng.uniform(0, np.pi, k)
-    rot = np.stack([np.stack([np.cos(angles), -np.sin(angles)], -1),
-                    np.stack([np.sin(angles), np.cos(angles)], -1)], -2)
+    rot = np.stack(
+        [
+            np.stack([np.cos(angles), -np.sin(angles)], -1),
+            np.stack([np.sin(angles), np.cos(angles)], -1),
+        ],
+        -2,
+    )
     scales = rng.uniform(0.1, 1.5, (k, 2))
     covs = rot @ (scales[:, :, None] ** 2 * np.eye(2)) @ np.swapaxes(rot, 1, 2)
     membership = rng.uniform(0, 1, (c, k)) * (rng.uniform(size=(c, k)) < 0.7)
     membership[:, 0] = 1.0  # every concept shares component 0: overlapping concepts
-    return toydiff.Mixture(rng.normal(0, 3, (k, 2)), covs, rng.uniform(0.2, 1, k), membership,
-                           tuple(f"c{i}" for i in range(c)))
+    return toydiff.Mixture(
+        rng.normal(0, 3, (k, 2)),
+        covs,
+        rng.uniform(0.2, 1, k),
+        membership,
+        tuple(f"c{i}" for i in range(c)),
+    )
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -29,7 +39,9 @@ def test_eps_equals_scaled_autodiff_score(seed):
     x = jnp.asarray(rng.normal(0, 3, (64, 2)), jnp.float32)
     for alpha_bar in (0.05, 0.5, 0.97):
         for concept in (None, 0, "c2"):
-            grad = jax.vmap(jax.grad(lambda xi: exact.log_prob(mix, xi[None], alpha_bar, concept)[0]))(x)
+            grad = jax.vmap(
+                jax.grad(lambda xi: exact.log_prob(mix, xi[None], alpha_bar, concept)[0])
+            )(x)
             want = -np.sqrt(1 - alpha_bar) * np.asarray(grad)
             got = np.asarray(exact.eps(mix, x, alpha_bar, concept))
             rel = np.linalg.norm(got - want) / np.linalg.norm(want)
@@ -79,8 +91,11 @@ def test_every_exact_quantity_is_finite_on_the_plane(name):
     ab = schedule.alpha_bars("linear")
     for t in (0, 1, 10, 500, 999):
         for concept in (None, mix.concepts[-1]):
-            for value in (exact.log_prob(mix, x, ab[t], concept), exact.eps(mix, x, ab[t], concept),
-                          exact.x0(mix, x, ab[t], concept)):
+            for value in (
+                exact.log_prob(mix, x, ab[t], concept),
+                exact.eps(mix, x, ab[t], concept),
+                exact.x0(mix, x, ab[t], concept),
+            ):
                 assert np.isfinite(np.asarray(value)).all(), (name, t, concept)
         post = np.asarray(exact.posteriors(mix, x, ab[t]))
         assert np.isfinite(post).all() and post.min() >= 0 and post.max() <= 1

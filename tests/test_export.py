@@ -19,7 +19,11 @@ SCENE = {"preset": "three_blobs", "method": "ncfg", "gamma": 2.0, "n": 300, "ste
 def test_sweep_rows_equal_single_runs():
     scene = Scene.from_dict(SCENE)
     rows = sweep.run_sweep(scene, ["ncfg", "ccfg"], gammas=(0.5, 2.0), taus=(0.3, 1.0))
-    assert [(r["method"], r["gamma"]) for r in rows][:3] == [("ncfg", 0.5), ("ncfg", 2.0), ("ccfg", 0.5)]
+    assert [(r["method"], r["gamma"]) for r in rows][:3] == [
+        ("ncfg", 0.5),
+        ("ncfg", 2.0),
+        ("ccfg", 0.5),
+    ]
     assert len(rows) == 2 + 2 * 2
     for r in (rows[1], rows[-1]):  # the vmapped sweep equals one scene run at that setting
         tau = {} if r["tau"] != r["tau"] else {"tau": r["tau"]}
@@ -29,13 +33,26 @@ def test_sweep_rows_equal_single_runs():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "toydiff", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "toydiff", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_render_gif_mp4_png_svg_pdf_are_valid(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(SCENE))
-    out = cli("render", "--scene", str(tmp_path / "s.json"), "--png", str(tmp_path / "a.png"),
-              "--out", str(tmp_path / "a.pdf"), "--gif", str(tmp_path / "a.gif"), "--mp4", str(tmp_path / "a.mp4"))
+    out = cli(
+        "render",
+        "--scene",
+        str(tmp_path / "s.json"),
+        "--png",
+        str(tmp_path / "a.png"),
+        "--out",
+        str(tmp_path / "a.pdf"),
+        "--gif",
+        str(tmp_path / "a.gif"),
+        "--mp4",
+        str(tmp_path / "a.mp4"),
+    )
     assert out.returncode == 0, out.stderr
     gif = Image.open(tmp_path / "a.gif")
     assert gif.n_frames == 21  # x_T and 20 steps

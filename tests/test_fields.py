@@ -33,15 +33,20 @@ def test_ccfg_field_is_the_rule_applied_to_the_exact_branches():
     np.testing.assert_allclose(f["p_neg"], exact.posterior(mix, GRID, ab, "col2"), atol=1e-6)
     # the target p(x | row1, ¬col2): row 1 without its middle mode
     m = np.asarray(mix.membership)
-    target = toydiff.Mixture(mix.means, mix.covs, np.asarray(mix.weights) * m[1] * (1 - m[7]) + 1e-30,
-                             m, mix.concepts)
-    np.testing.assert_allclose(f["log_p_target"], exact.log_prob(target, GRID, ab), rtol=1e-4, atol=1e-3)
+    target = toydiff.Mixture(
+        mix.means, mix.covs, np.asarray(mix.weights) * m[1] * (1 - m[7]) + 1e-30, m, mix.concepts
+    )
+    np.testing.assert_allclose(
+        f["log_p_target"], exact.log_prob(target, GRID, ab), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_step_field_is_a_deterministic_ddim_step():
     mix = toydiff.preset("three_blobs")
     cfg = SamplerConfig(rule="ncfg", steps=10)
-    f = fields.field(cfg, denoisers.exact_denoiser(mix), Cond(0, 2), default_knobs("ncfg"), GRID, 500.0)
+    f = fields.field(
+        cfg, denoisers.exact_denoiser(mix), Cond(0, 2), default_knobs("ncfg"), GRID, 500.0
+    )
     ab = schedule.alpha_bars("linear")
     x0 = (GRID - np.sqrt(1 - ab[500]) * f["guided"]) / np.sqrt(ab[500])
     want = np.sqrt(ab[400]) * x0 + np.sqrt(1 - ab[400]) * f["guided"] - GRID
@@ -49,13 +54,23 @@ def test_step_field_is_a_deterministic_ddim_step():
 
 
 @settings(max_examples=40, deadline=None)
-@given(x=st.floats(-1e4, 1e4), y=st.floats(-1e4, 1e4), t=st.integers(0, 999),
-       name=st.sampled_from(["three_blobs", "overlap", "grid", "nested"]))
+@given(
+    x=st.floats(-1e4, 1e4),
+    y=st.floats(-1e4, 1e4),
+    t=st.integers(0, 999),
+    name=st.sampled_from(["three_blobs", "overlap", "grid", "nested"]),
+)
 def test_fields_are_finite_anywhere_on_the_plane(x, y, t, name):
     mix = toydiff.preset(name)
     pts = jnp.asarray([[x, y], [0.0, 0.0]], jnp.float32)
     for rule in ("ncfg", "ccfg", "dng"):
-        f = fields.field(SamplerConfig(rule=rule), denoisers.exact_denoiser(mix), Cond(0, 1),
-                         default_knobs(rule), pts, float(t))
+        f = fields.field(
+            SamplerConfig(rule=rule),
+            denoisers.exact_denoiser(mix),
+            Cond(0, 1),
+            default_knobs(rule),
+            pts,
+            float(t),
+        )
         for k, v in f.items():
             assert np.isfinite(np.asarray(v)).all(), (k, x, y, t)

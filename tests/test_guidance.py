@@ -92,7 +92,9 @@ def test_rule_runs_under_jit_without_recompiling_when_knobs_change(name):
         br.pop("pos")
     fn = jax.jit(lambda br, k, p: guidance.apply(r, br, k, p if r.state else None)[0])
     first = fn(br, k, jnp.asarray(p_neg))
-    np.testing.assert_allclose(first, reference(name, branches((5, 2)), {**k, "p_neg": p_neg}), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        first, reference(name, branches((5, 2)), {**k, "p_neg": p_neg}), rtol=2e-5, atol=2e-5
+    )
     fn(br, {p: v * 1.3 for p, v in k.items()}, jnp.asarray(p_neg))
     assert fn._cache_size() == 1
 
@@ -108,8 +110,13 @@ def test_ccfg_at_small_tau_equals_ncfg():
 def test_ccfg_weight_ranges_and_attenuation():
     br = branches((1000, 2), seed=2)
     scale = np.linspace(0, 10, 1000)[:, None].astype(np.float32)  # ‖Δ‖ from 0 to large
-    _, info = guidance.ccfg(br["uncond"], br["uncond"] + scale * br["neg"], gamma=3.0, tau=0.5,
-                            eps_pos=br["uncond"] + scale * br["pos"])
+    _, info = guidance.ccfg(
+        br["uncond"],
+        br["uncond"] + scale * br["neg"],
+        gamma=3.0,
+        tau=0.5,
+        eps_pos=br["uncond"] + scale * br["pos"],
+    )
     lam_neg, lam_pos = info["lam_neg"], info["lam_pos"]
     s = 0.5 * np.sum((scale * br["neg"]) ** 2, 1)
     assert np.all(lam_neg[s < 80] > 0) and np.all(lam_neg <= 1)

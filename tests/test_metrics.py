@@ -23,7 +23,9 @@ def test_metrics_of_points_placed_by_hand():
     x0 = np.concatenate([np.repeat(means, [5, 3, 2], axis=0), far])  # 2 of 13 on C, 3 broken
     m = metrics.evaluate(BLOBS, x0, "A", "C")
     assert m["non_finite"] == 1 and m["diverged"] == 2  # NaN and the point beyond 1e3
-    finite = 12  # leakage is over finite samples: C's side of the plane holds 2 + the point at x = 1e4
+    finite = (
+        12  # leakage is over finite samples: C's side of the plane holds 2 + the point at x = 1e4
+    )
     np.testing.assert_allclose(m["leakage_hard"], 3 / finite)
     np.testing.assert_allclose(m["alignment"], 6 / finite, atol=1e-4)  # 5 on A, and (50, 50)
     np.testing.assert_allclose(m["off_support"], 3 / 13)  # two far points + the NaN

@@ -7,28 +7,36 @@ import pytest
 import toydiff
 from toydiff import mixtures
 
-GOOD = dict(means=[[0, 0], [1, 1]], covs=[np.eye(2), np.eye(2)], weights=[1, 3],
-            membership=[[1, 0], [0.5, 1]], concepts=("a", "b"))
+GOOD = dict(
+    means=[[0, 0], [1, 1]],
+    covs=[np.eye(2), np.eye(2)],
+    weights=[1, 3],
+    membership=[[1, 0], [0.5, 1]],
+    concepts=("a", "b"),
+)
 
 
 def test_weights_are_normalised():
     np.testing.assert_allclose(toydiff.Mixture(**GOOD).weights, [0.25, 0.75])
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("means", [[0, 0, 0], [1, 1, 1]], "means: shape"),
-    ("covs", [np.eye(2)], "covs: shape"),
-    ("covs", [np.eye(2), [[1, 2], [2, 1]]], "covs: must be symmetric positive definite"),
-    ("covs", [np.eye(2), [[1, 0.5], [0, 1]]], "covs: must be symmetric"),
-    ("weights", [1, 0], "weights: every weight must be > 0"),
-    ("weights", [1, 2, 3], "weights: shape"),
-    ("membership", [[1, 0]], "membership: shape"),
-    ("membership", [[1, 2], [0, 1]], "membership: values must lie in [0, 1]"),
-    ("membership", [[0, 0], [0, 1]], "membership: every concept needs a component"),
-    ("concepts", ("a", "a"), "concepts: names must be unique"),
-    ("means", [[0, 0], [np.nan, 1]], "means: values must be finite"),
-    ("means", "oops", "means: not a numeric array"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("means", [[0, 0, 0], [1, 1, 1]], "means: shape"),
+        ("covs", [np.eye(2)], "covs: shape"),
+        ("covs", [np.eye(2), [[1, 2], [2, 1]]], "covs: must be symmetric positive definite"),
+        ("covs", [np.eye(2), [[1, 0.5], [0, 1]]], "covs: must be symmetric"),
+        ("weights", [1, 0], "weights: every weight must be > 0"),
+        ("weights", [1, 2, 3], "weights: shape"),
+        ("membership", [[1, 0]], "membership: shape"),
+        ("membership", [[1, 2], [0, 1]], "membership: values must lie in [0, 1]"),
+        ("membership", [[0, 0], [0, 1]], "membership: every concept needs a component"),
+        ("concepts", ("a", "a"), "concepts: names must be unique"),
+        ("means", [[0, 0], [np.nan, 1]], "means: values must be finite"),
+        ("means", "oops", "means: not a numeric array"),
+    ],
+)
 def test_bad_fields_raise_one_line_errors_naming_the_field(field, value, message):
     with pytest.raises(ValueError) as e:
         toydiff.Mixture(**{**GOOD, field: value})
@@ -67,11 +75,16 @@ def test_exact_sampling_matches_closed_form_moments(positive, negative):
     mix = toydiff.Mixture(**GOOD)
     x = np.asarray(mixtures.sample(jax.random.key(0), mix, 200_000, positive, negative))
     m = dict(zip(mix.concepts, np.asarray(mix.membership)))
-    w = np.asarray(mix.weights) * (m[positive] if positive else 1) * (1 - m[negative] if negative else 1)
+    w = (
+        np.asarray(mix.weights)
+        * (m[positive] if positive else 1)
+        * (1 - m[negative] if negative else 1)
+    )
     w = w / w.sum()
     mean = w @ np.asarray(mix.means)
     second = np.einsum("k,kij->ij", w, np.asarray(mix.covs)) + np.einsum(
-        "k,ki,kj->ij", w, np.asarray(mix.means), np.asarray(mix.means))
+        "k,ki,kj->ij", w, np.asarray(mix.means), np.asarray(mix.means)
+    )
     np.testing.assert_allclose(x.mean(0), mean, atol=0.01)
     np.testing.assert_allclose(np.cov(x.T), second - np.outer(mean, mean), atol=0.02)
 

@@ -44,10 +44,15 @@ def test_per_sample_t_matches_scalar_t():
     config = CONFIGS[2]
     params = nets.init(jax.random.key(3), config)
     x = jax.random.normal(jax.random.key(4), (6, 2))
-    t, ab, c = jnp.array([0, 10, 50, 200, 500, 999]), jnp.linspace(0.999, 0.01, 6), jnp.arange(6) % 11
+    t, ab, c = (
+        jnp.array([0, 10, 50, 200, 500, 999]),
+        jnp.linspace(0.999, 0.01, 6),
+        jnp.arange(6) % 11,
+    )
     batched = nets.apply(params, config, x, t, ab, c)
     rows = [
-        nets.apply(params, config, x[i : i + 1], int(t[i]), float(ab[i]), c[i : i + 1])[0] for i in range(6)
+        nets.apply(params, config, x[i : i + 1], int(t[i]), float(ab[i]), c[i : i + 1])[0]
+        for i in range(6)
     ]
     np.testing.assert_allclose(batched, np.stack(rows), rtol=1e-5, atol=1e-6)
 

@@ -15,14 +15,18 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "1_Real_model.py")
 pytestmark = pytest.mark.skipif(
-    not (ROOT / "pretrained" / "digits_unet.safetensors").is_file(), reason="no shipped digits checkpoint"
+    not (ROOT / "pretrained" / "digits_unet.safetensors").is_file(),
+    reason="no shipped digits checkpoint",
 )
 
 
 def _page(n: int = 48, steps: int = 8, results: str | None = None) -> AppTest:
     """The page after its first run, with small n and steps (and an optional results folder)."""
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["rm.n"], at.session_state["rm.steps"] = n, steps  # read by the widgets' first run
+    at.session_state["rm.n"], at.session_state["rm.steps"] = (
+        n,
+        steps,
+    )  # read by the widgets' first run
     if results is not None:
         at.session_state["rm.results"] = results
     return at.run()
@@ -73,7 +77,9 @@ def test_ncfg_removed_share_falls_as_gamma_grows():
         at.run()
         assert not at.exception and at.select_slider(key="rm.ncfg.gamma").value == gamma
         shares[gamma] = _shares(at)[3]
-    assert shares[0.0] > 0.05 and shares[1.0] < shares[0.0] - 0.03 and shares[5.0] <= shares[1.0], shares
+    assert shares[0.0] > 0.05 and shares[1.0] < shares[0.0] - 0.03 and shares[5.0] <= shares[1.0], (
+        shares
+    )
 
 
 def test_missing_checkpoint_is_an_error_and_the_page_stays_up(tmp_path):
@@ -87,7 +93,9 @@ def test_missing_checkpoint_is_an_error_and_the_page_stays_up(tmp_path):
 def test_missing_results_folder_says_how_to_make_a_run(tmp_path):
     at = _page(results=str(tmp_path / "no_results"))
     assert not at.exception
-    assert any("No saved runs" in i.value and "python -m toydiff bridge sd" in i.value for i in at.info)
+    assert any(
+        "No saved runs" in i.value and "python -m toydiff bridge sd" in i.value for i in at.info
+    )
 
 
 def test_saved_run_shows_grid_and_weights(tmp_path):
@@ -100,7 +108,14 @@ def test_saved_run_shows_grid_and_weights(tmp_path):
         Image.new("RGB", (40, 30), "white").save(run / name)
     (run / "diagnostics.json").write_text(
         json.dumps(
-            {"model": "m", "prompt": "a cat", "negative": "dog", "seeds": [0], "steps": 3, "rules": {}}
+            {
+                "model": "m",
+                "prompt": "a cat",
+                "negative": "dog",
+                "seeds": [0],
+                "steps": 3,
+                "rules": {},
+            }
         )
     )
     at = _page(results=str(tmp_path / "results"))

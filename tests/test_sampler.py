@@ -48,8 +48,11 @@ def test_no_recompile_when_gamma_tau_eta_seed_or_t_change():
     den = denoisers.exact_denoiser(BLOBS)
     cfg = SamplerConfig(rule="ccfg", steps=10, n=128)
     grid = fields.grid(4.0, 8)
-    runs = [(0, dict(gamma=1.0, tau=0.5, eta=0.0), 500), (1, dict(gamma=2.0, tau=0.1, eta=0.5), 100),
-            (7, dict(gamma=7.5, tau=3.0, eta=1.0, t_lo=100, t_hi=600), 999)]
+    runs = [
+        (0, dict(gamma=1.0, tau=0.5, eta=0.0), 500),
+        (1, dict(gamma=2.0, tau=0.1, eta=0.5), 100),
+        (7, dict(gamma=7.5, tau=3.0, eta=1.0, t_lo=100, t_hi=600), 999),
+    ]
     for seed, kn, t in runs:
         sample(cfg, den, jax.random.key(seed), Cond(0, 2), default_knobs("ccfg", **kn))
         fields.field(cfg, den, Cond(0, 1), default_knobs("ccfg", **kn), grid, float(t))
@@ -65,12 +68,21 @@ def test_no_recompile_when_gamma_tau_eta_seed_or_t_change():
 @pytest.mark.parametrize("name", toydiff.PRESETS)
 def test_exact_ddim_without_guidance_reproduces_the_data(name):
     mix = toydiff.preset(name)
-    res = sample(SamplerConfig(rule="none", steps=100, n=2000), denoisers.exact_denoiser(mix),
-                 jax.random.key(0), Cond(0, 0), default_knobs("none"))
+    res = sample(
+        SamplerConfig(rule="none", steps=100, n=2000),
+        denoisers.exact_denoiser(mix),
+        jax.random.key(0),
+        Cond(0, 0),
+        default_knobs("none"),
+    )
     data = mixtures.sample(jax.random.key(1), mix, 2000)
     # the baseline is the expected data-vs-data distance (one draw of it varies by 3x)
-    baseline = np.mean([metrics.energy_distance(data, mixtures.sample(jax.random.key(s), mix, 2000))
-                        for s in range(2, 7)])
+    baseline = np.mean(
+        [
+            metrics.energy_distance(data, mixtures.sample(jax.random.key(s), mix, 2000))
+            for s in range(2, 7)
+        ]
+    )
     assert float(metrics.energy_distance(res.x0, data)) <= 3 * baseline
 
 
@@ -86,13 +98,22 @@ class TwoGaussians:
     def __call__(self, mix, params, x, t, alpha_bar, concept):
         null = (concept == len(mix.concepts))[:, None]
         m, s = jnp.where(null, self.m_u, self.m_c), jnp.where(null, self.s_u, self.s_c)
-        return jnp.sqrt(1 - alpha_bar) * (x - jnp.sqrt(alpha_bar) * m) / (alpha_bar * s**2 + 1 - alpha_bar)
+        return (
+            jnp.sqrt(1 - alpha_bar)
+            * (x - jnp.sqrt(alpha_bar) * m)
+            / (alpha_bar * s**2 + 1 - alpha_bar)
+        )
 
 
 def test_cfg_ode_std_is_the_geometric_mean_not_the_tilted_one():
     den = denoisers.Denoiser(BLOBS, 0.0, 0.0, TwoGaussians(), TwoGaussians())
-    res = sample(SamplerConfig(rule="cfg", steps=1000, n=20000, has_pos=True), den, jax.random.key(0),
-                 Cond(0, 2), default_knobs("cfg", gamma=2.0))
+    res = sample(
+        SamplerConfig(rule="cfg", steps=1000, n=20000, has_pos=True),
+        den,
+        jax.random.key(0),
+        Cond(0, 2),
+        default_knobs("cfg", gamma=2.0),
+    )
     std = np.asarray(res.x0).std(0)
     np.testing.assert_allclose(std, 1.0**2 * 2.0**-1, rtol=0.02)  # s_c^w s_u^(1−w) = 0.5
     assert np.all(np.abs(std - 0.756) > 0.1)  # the tilted target p(x|c)² p(x)⁻¹ is not reached
@@ -102,14 +123,18 @@ def test_dng_tracks_a_clamped_posterior_and_the_oracle_is_exact():
     den = denoisers.exact_denoiser(BLOBS)
     # with γ = 0, DDPM steps (η = 1), Temp = 1 and no offset the update is Bayes' rule for p(n | x_t)
     kn = default_knobs("dng", gamma=0.0, prior=1 / 3, temp=1.0, offset=0.0, p_max=0.999, eta=1.0)
-    res = sample(SamplerConfig(rule="dng", steps=200, n=2000), den, jax.random.key(0), Cond(0, 2), kn)
+    res = sample(
+        SamplerConfig(rule="dng", steps=200, n=2000), den, jax.random.key(0), Cond(0, 2), kn
+    )
     p = np.asarray(res.info["p_neg"])
     assert p.min() >= 1e-6 and p.max() <= 0.999 + 1e-6
     np.testing.assert_allclose(p[0], 1 / 3, rtol=1e-6)  # the prior at x_T
     truth = np.asarray(exact.posterior(BLOBS, res.x0, 1.0, "C")) > 0.5
     assert 0.25 < truth.mean() < 0.42 and np.mean((p[-1] > 0.5) == truth) > 0.98
     kn = default_knobs("dng_oracle", p_max=0.999)
-    res = sample(SamplerConfig(rule="dng_oracle", steps=20, n=200), den, jax.random.key(0), Cond(0, 2), kn)
+    res = sample(
+        SamplerConfig(rule="dng_oracle", steps=20, n=200), den, jax.random.key(0), Cond(0, 2), kn
+    )
     ab = schedule.step_alpha_bars("linear", 20)[1]
     want = np.clip(exact.posterior(BLOBS, res.traj[5], ab[5], "C"), 1e-6, 0.999)
     np.testing.assert_allclose(res.info["p_neg"][5], want, rtol=1e-4, atol=1e-6)
@@ -124,8 +149,13 @@ def test_icg_draws_random_concepts_per_sample():
 
 def _leak_off(rule, **kn):
     den = denoisers.exact_denoiser(BLOBS)
-    res = sample(SamplerConfig(rule=rule, steps=50, n=2000), den, jax.random.key(0), Cond(0, 2),
-                 default_knobs(rule, **kn))
+    res = sample(
+        SamplerConfig(rule=rule, steps=50, n=2000),
+        den,
+        jax.random.key(0),
+        Cond(0, 2),
+        default_knobs(rule, **kn),
+    )
     m = metrics.evaluate(BLOBS, res.x0, None, "C", metrics.preset_threshold("three_blobs"))
     return m["leakage_hard"], m["off_support"]
 
@@ -136,5 +166,7 @@ def test_ccfg_removes_the_concept_without_flinging_samples_off_the_data():
     gammas = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
     leak, off = next(lo for lo in (_leak_off("ncfg", gamma=g) for g in gammas) if lo[0] < 0.1)
     assert off > 0.5  # nCFG pays with samples in empty space
-    ccfg = [_leak_off("ccfg", gamma=g, tau=tau) for tau in (0.3, 1.0, 3.0) for g in (1.0, 2.0, 3.0, 5.0)]
+    ccfg = [
+        _leak_off("ccfg", gamma=g, tau=tau) for tau in (0.3, 1.0, 3.0) for g in (1.0, 2.0, 3.0, 5.0)
+    ]
     assert any(l <= leak and o <= off / 10 for l, o in ccfg), (leak, off, ccfg)

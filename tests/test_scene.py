@@ -27,34 +27,57 @@ def test_knobs_hold_exactly_the_rule_parameters_as_floats():
         assert knobs.get("gamma", 2.0) == 2.0
 
 
-INLINE = {"means": [[0, 0], [3, 0]], "covs": [[[1, 0], [0, 1]], [[1, 0], [0, 1]]], "weights": [1, 1],
-          "membership": [[1, 0], [0, 1]], "concepts": ["left", "right"]}
+INLINE = {
+    "means": [[0, 0], [3, 0]],
+    "covs": [[[1, 0], [0, 1]], [[1, 0], [0, 1]]],
+    "weights": [1, 1],
+    "membership": [[1, 0], [0, 1]],
+    "concepts": ["left", "right"],
+}
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"gama": 1}, "scene: unknown key 'gama'"),
-    ({"preset": "blobs"}, "unknown preset 'blobs'; valid: three_blobs"),
-    ({"method": "nfcg"}, "unknown method 'nfcg'; valid: none, cfg"),
-    ({"negative": "D"}, "unknown concept 'D'; valid: A, B, C"),
-    ({"method": "cfg"}, "method 'cfg' needs a positive concept (key 'positive')"),
-    ({"gamma": 50}, "gamma: 50.0 is outside [0.0, 20.0]"),
-    ({"gamma": "big"}, "gamma: expected a number, got 'big'"),
-    ({"gamma": True}, "gamma: expected a number, got True"),
-    ({"tau": float("nan")}, "tau: must be finite"),
-    ({"steps": 2.5}, "steps: expected an integer, got 2.5"),
-    ({"steps": 0}, "steps: 0 is outside [1, 1000]"),
-    ({"n": 10**7}, "n: 10000000 is outside"),
-    ({"eta": -0.1}, "eta: -0.1 is outside [0.0, 1.0]"),
-    ({"score": "magic"}, "score: 'magic' is not one of exact, learned, weak"),
-    ({"schedule": "sqrt"}, "unknown schedule 'sqrt'; valid: linear, cosine"),
-    ({"t_lo": 600, "t_hi": 400}, "t_lo: 600.0 is above t_hi = 400.0"),
-    ({"positive": "A", "negative": "A", "method": "ccfg"}, "positive and negative must be different"),
-    ({"mixture": {**INLINE, "weights": [1]}, "negative": "left"}, "mixture.weights: shape (2,)"),
-    ({"mixture": {**INLINE, "covs": [[[1, 2], [2, 1]]] * 2}, "negative": "left"}, "mixture.covs: must be"),
-    ({"mixture": {"means": [[0, 0]]}}, "mixture: missing ['covs', 'weights', 'membership', 'concepts']"),
-    ({"mixture": INLINE, "preset": "ring"}, "scene: give exactly one of 'preset' and 'mixture'"),
-    ([1, 2], "scene: expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"gama": 1}, "scene: unknown key 'gama'"),
+        ({"preset": "blobs"}, "unknown preset 'blobs'; valid: three_blobs"),
+        ({"method": "nfcg"}, "unknown method 'nfcg'; valid: none, cfg"),
+        ({"negative": "D"}, "unknown concept 'D'; valid: A, B, C"),
+        ({"method": "cfg"}, "method 'cfg' needs a positive concept (key 'positive')"),
+        ({"gamma": 50}, "gamma: 50.0 is outside [0.0, 20.0]"),
+        ({"gamma": "big"}, "gamma: expected a number, got 'big'"),
+        ({"gamma": True}, "gamma: expected a number, got True"),
+        ({"tau": float("nan")}, "tau: must be finite"),
+        ({"steps": 2.5}, "steps: expected an integer, got 2.5"),
+        ({"steps": 0}, "steps: 0 is outside [1, 1000]"),
+        ({"n": 10**7}, "n: 10000000 is outside"),
+        ({"eta": -0.1}, "eta: -0.1 is outside [0.0, 1.0]"),
+        ({"score": "magic"}, "score: 'magic' is not one of exact, learned, weak"),
+        ({"schedule": "sqrt"}, "unknown schedule 'sqrt'; valid: linear, cosine"),
+        ({"t_lo": 600, "t_hi": 400}, "t_lo: 600.0 is above t_hi = 400.0"),
+        (
+            {"positive": "A", "negative": "A", "method": "ccfg"},
+            "positive and negative must be different",
+        ),
+        (
+            {"mixture": {**INLINE, "weights": [1]}, "negative": "left"},
+            "mixture.weights: shape (2,)",
+        ),
+        (
+            {"mixture": {**INLINE, "covs": [[[1, 2], [2, 1]]] * 2}, "negative": "left"},
+            "mixture.covs: must be",
+        ),
+        (
+            {"mixture": {"means": [[0, 0]]}},
+            "mixture: missing ['covs', 'weights', 'membership', 'concepts']",
+        ),
+        (
+            {"mixture": INLINE, "preset": "ring"},
+            "scene: give exactly one of 'preset' and 'mixture'",
+        ),
+        ([1, 2], "scene: expected a JSON object, got list"),
+    ],
+)
 def test_bad_scenes_give_one_line_errors_naming_the_key(data, message):
     with pytest.raises(ValueError) as e:
         Scene.from_dict(data)
@@ -62,15 +85,26 @@ def test_bad_scenes_give_one_line_errors_naming_the_key(data, message):
 
 
 def test_malformed_json_names_line_and_column():
-    with pytest.raises(ValueError, match="scene JSON: Expecting ',' delimiter at line 1, column 19"):
+    with pytest.raises(
+        ValueError, match="scene JSON: Expecting ',' delimiter at line 1, column 19"
+    ):
         Scene.from_json('{"preset": "ring" "x"}')
 
 
 def test_inline_mixture_runs_with_exact_metrics():
     from toydiff.scene import run
 
-    scene = Scene.from_dict({"mixture": INLINE, "negative": "left", "method": "ccfg", "gamma": 3.0,
-                             "tau": 1.0, "n": 500, "steps": 30})
+    scene = Scene.from_dict(
+        {
+            "mixture": INLINE,
+            "negative": "left",
+            "method": "ccfg",
+            "gamma": 3.0,
+            "tau": 1.0,
+            "n": 500,
+            "steps": 30,
+        }
+    )
     result, m = run(scene)
     assert result.x0.shape == (500, 2) and m["n"] == 500
     # independent check of the hard leakage: samples nearer the 'left' mean than the 'right' one
@@ -79,8 +113,13 @@ def test_inline_mixture_runs_with_exact_metrics():
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "toydiff", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "toydiff", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_cli_metrics_json_equals_the_library(tmp_path):
@@ -106,11 +145,14 @@ def test_cli_render_writes_an_image(tmp_path):
     assert Image.open(tmp_path / "a.png").size[0] >= 400
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "error: --scene: cannot read"),
-    ('{"preset": 3}', "error: preset: expected a string, got 3"),
-    ('{"method": "ccfg",', "error: scene JSON: Expecting"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "error: --scene: cannot read"),
+        ('{"preset": 3}', "error: preset: expected a string, got 3"),
+        ('{"method": "ccfg",', "error: scene JSON: Expecting"),
+    ],
+)
 def test_cli_errors_are_one_line_without_traceback(tmp_path, content, message):
     path = tmp_path / "s.json"
     if content is not None:

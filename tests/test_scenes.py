@@ -155,7 +155,8 @@ def test_random_garbage_never_raises():
     ]
     for _ in range(500):
         query = {
-            rng.choice(atoms) + rng.choice(["", "x"]): rng.choice(values) for _ in range(rng.randrange(1, 6))
+            rng.choice(atoms) + rng.choice(["", "x"]): rng.choice(values)
+            for _ in range(rng.randrange(1, 6))
         }
         decoded = scenes.decode_query(query)
         assert isinstance(decoded.warnings, list)

@@ -9,7 +9,9 @@ from toydiff import schedule
 def test_linear_alpha_bar_is_the_product_of_one_minus_beta():
     ab = schedule.alpha_bars("linear")
     betas = 1e-4 + (2e-2 - 1e-4) * np.arange(1000) / 999
-    np.testing.assert_allclose(ab[[0, 10, 500, 999]], np.cumprod(1 - betas)[[0, 10, 500, 999]], rtol=1e-6)
+    np.testing.assert_allclose(
+        ab[[0, 10, 500, 999]], np.cumprod(1 - betas)[[0, 10, 500, 999]], rtol=1e-6
+    )
     np.testing.assert_allclose(ab[0], 1 - 1e-4, rtol=1e-7)
 
 
@@ -31,8 +33,13 @@ def test_last_step_lands_on_x0_and_sigma_follows_ddim():
     _, ab_t, ab_next = schedule.step_alpha_bars("linear", 10)
     assert ab_next[-1] == 1.0 and np.all(ab_next[:-1] == ab_t[1:])
     a, b = 0.3, 0.6
-    np.testing.assert_allclose(schedule.ddim_sigma(a, b, 1.0) ** 2, (1 - b) / (1 - a) * (1 - a / b), rtol=1e-6)
-    assert float(schedule.ddim_sigma(a, b, 0.0)) == 0.0 and float(schedule.ddim_sigma(a, 1.0, 1.0)) == 0.0
+    np.testing.assert_allclose(
+        schedule.ddim_sigma(a, b, 1.0) ** 2, (1 - b) / (1 - a) * (1 - a / b), rtol=1e-6
+    )
+    assert (
+        float(schedule.ddim_sigma(a, b, 0.0)) == 0.0
+        and float(schedule.ddim_sigma(a, 1.0, 1.0)) == 0.0
+    )
 
 
 def test_bad_arguments_are_refused():

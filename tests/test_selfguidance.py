@@ -19,7 +19,10 @@ def test_skipping_a_layer_is_the_net_without_it():
     shorter = {**params, "hidden": params["hidden"][1:]}
     want = nets.apply(shorter, config, x, 300.0, 0.4, c)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    assert np.abs(np.asarray(got) - np.asarray(nets.apply(params, config, x, 300.0, 0.4, c))).mean() > 1e-2
+    assert (
+        np.abs(np.asarray(got) - np.asarray(nets.apply(params, config, x, 300.0, 0.4, c))).mean()
+        > 1e-2
+    )
 
 
 def test_scene_denoisers_use_the_rules_weak_model():
@@ -33,8 +36,12 @@ def test_self_mixture_keeps_samples_and_posterior_memberships():
     x = np.asarray(toydiff.mixtures.sample(jax.random.key(0), MIX, 300))
     fake = sims.self_mixture(MIX, np.concatenate([x, [[np.nan, 0.0]]]), bandwidth=0.1)
     assert fake.k == 300  # the non-finite sample is dropped before it becomes a component
-    np.testing.assert_allclose(np.asarray(fake.membership).sum(0), 1.0, atol=1e-4)  # one-hot classes
-    np.testing.assert_allclose(fake.membership[2], np.asarray(exact.posterior(MIX, x, 1.0, "C")), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(fake.membership).sum(0), 1.0, atol=1e-4
+    )  # one-hot classes
+    np.testing.assert_allclose(
+        fake.membership[2], np.asarray(exact.posterior(MIX, x, 1.0, "C")), atol=1e-5
+    )
 
 
 def test_sims_net_is_a_fine_tuned_copy_that_moved():
@@ -45,6 +52,8 @@ def test_sims_net_is_a_fine_tuned_copy_that_moved():
     a = np.asarray(nets.apply(params, config, x, 100.0, 0.9, c))
     b = np.asarray(nets.apply(tuned, config, x, 100.0, 0.9, c))
     rel = np.linalg.norm(a - b) / np.linalg.norm(a)
-    assert 1e-4 < rel < 0.5, rel  # changed, but still the same model (fine-tuned, not re-initialised)
+    assert 1e-4 < rel < 0.5, (
+        rel
+    )  # changed, but still the same model (fine-tuned, not re-initialised)
     den = denoisers.learned(MIX, params, config, tuned, config)
     assert den.weak is tuned

@@ -82,14 +82,18 @@ def _score_options(at: AppTest) -> list[str]:
 
 
 def test_two_sessions_never_see_each_others_results_or_nets():
-    store = training._store()  # process-wide (st.cache_resource): the server's store for all sessions
+    store = (
+        training._store()
+    )  # process-wide (st.cache_resource): the server's store for all sessions
     store[NET] = {"label": "net 1 (A's own)", "key": "three_blobs"}
     expected: dict = {}
     try:
         a = _start(**SMALL, seed=11, user_nets=[NET])
         b = _start(**SMALL, seed=22)
         _ok(a), _ok(b)
-        assert {s.seed for s in _pair(a).values()} == {11} and {s.seed for s in _pair(b).values()} == {22}
+        assert {s.seed for s in _pair(a).values()} == {11} and {
+            s.seed for s in _pair(b).values()
+        } == {22}
         _assert_shows_own_metrics(a, expected)
         _assert_shows_own_metrics(b, expected)
         table_a = _table(a)

@@ -42,7 +42,9 @@ ARGS = [
 
 def _launch(model, out, nproc: int) -> subprocess.CompletedProcess:
     """`accelerate launch --cpu --num_processes nproc -m toydiff bridge sd ...` (1 thread per process)."""
-    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which(
+        "accelerate"
+    )
     cmd = [
         launcher,
         "launch",
@@ -81,20 +83,33 @@ def _pixels(path) -> np.ndarray:
 @pytest.mark.filterwarnings(WARN)
 def test_two_processes_write_what_one_writes(tmp_path):
     """2 CPU processes, seeds 0-4 split 3 | 2: same images (1e-5), diagnostics and grid as one process."""
-    if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None and not shutil.which(
-        "accelerate"
-    ):
+    if shutil.which(
+        "accelerate", path=os.path.dirname(sys.executable)
+    ) is None and not shutil.which("accelerate"):
         pytest.skip("the `accelerate` launcher is not on PATH")
     from toydiff.__main__ import main
 
     tiny_sd15().save_pretrained(tmp_path / "tiny")
     assert (
-        main(["bridge", "sd", "--model", str(tmp_path / "tiny"), "--out", str(tmp_path / "one"), *ARGS]) == 0
+        main(
+            [
+                "bridge",
+                "sd",
+                "--model",
+                str(tmp_path / "tiny"),
+                "--out",
+                str(tmp_path / "one"),
+                *ARGS,
+            ]
+        )
+        == 0
     )
     proc = _launch(tmp_path / "tiny", tmp_path / "two", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = tmp_path / "one", tmp_path / "two"
-    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())  # parts removed
+    assert sorted(p.name for p in two.iterdir()) == sorted(
+        p.name for p in one.iterdir()
+    )  # parts removed
     a, b = np.load(one / "images.npz"), np.load(two / "images.npz")
     assert sorted(a) == sorted(b) == ["ccfg", "dng"]
     for name in a:
@@ -102,7 +117,9 @@ def test_two_processes_write_what_one_writes(tmp_path):
         np.testing.assert_allclose(b[name], a[name], atol=1e-5, rtol=0)
     d1, d2 = (json.loads((p / "diagnostics.json").read_text()) for p in (one, two))
     assert d2["seeds"] == d1["seeds"] == [0, 1, 2, 3, 4]
-    assert {k: v for k, v in d2.items() if k != "rules"} == {k: v for k, v in d1.items() if k != "rules"}
+    assert {k: v for k, v in d2.items() if k != "rules"} == {
+        k: v for k, v in d1.items() if k != "rules"
+    }
     for name, r1 in d1["rules"].items():
         r2 = d2["rules"][name]
         assert r2["knobs"] == r1["knobs"] and sorted(r2) == sorted(r1)
@@ -112,7 +129,10 @@ def test_two_processes_write_what_one_writes(tmp_path):
                 np.testing.assert_allclose(
                     np.asarray(r2[key], float), np.asarray(r1[key], float), rtol=1e-4, atol=1e-6
                 )
-    assert np.asarray(d2["rules"]["ccfg"]["lam_neg"]).shape == (3, 5)  # (steps, seeds), seeds in order
+    assert np.asarray(d2["rules"]["ccfg"]["lam_neg"]).shape == (
+        3,
+        5,
+    )  # (steps, seeds), seeds in order
     grid1, grid2 = _pixels(one / "grid.png"), _pixels(two / "grid.png")
     assert grid1.shape == grid2.shape and np.abs(grid1 - grid2).max() <= 1  # 8-bit rounding at most
 
@@ -132,7 +152,9 @@ def test_parts_join_in_rank_order(tmp_path):
             {"ccfg": img[idx]} if idx else {},
             {"ccfg": info} if idx else {},
         )
-    seeds, images, infos = shard.load_parts([shard.part_path(tmp_path, r) for r in range(3)], ["ccfg"])
+    seeds, images, infos = shard.load_parts(
+        [shard.part_path(tmp_path, r) for r in range(3)], ["ccfg"]
+    )
     assert seeds == [10, 11, 12, 13, 14]
     np.testing.assert_array_equal(images["ccfg"], img)
     np.testing.assert_array_equal(infos["ccfg"]["lam_neg"], lam)

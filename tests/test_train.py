@@ -47,7 +47,10 @@ def test_scan_chunk_equals_python_loop_of_train_step():
         ema = jax.tree.map(lambda e, p, d=decay: d * e + (1 - d) * p, ema, looped.params)
     scanned, _ = train.train_chunk(state, data, key, net_config, TINY, 7)
     assert int(scanned.step) == 7
-    got, want = jax.tree.leaves((scanned.params, scanned.ema)), jax.tree.leaves((looped.params, ema))
+    got, want = (
+        jax.tree.leaves((scanned.params, scanned.ema)),
+        jax.tree.leaves((looped.params, ema)),
+    )
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
 
@@ -60,7 +63,9 @@ def test_optimizer_is_clipped_adamw_with_warmup_cosine():
         updates, state = tx.update(grads, state, params)
         got.append(float(updates[0]))  # Adam on a constant gradient: −lr_i · sign(g)
     i = np.arange(config.steps)
-    cos = 1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + np.cos(np.pi * (i - 4) / 36))  # warm-up clamped to 40 // 10
+    cos = 1e-4 + (1e-2 - 1e-4) * 0.5 * (
+        1 + np.cos(np.pi * (i - 4) / 36)
+    )  # warm-up clamped to 40 // 10
     want = -np.where(i < 4, 1e-2 * i / 4, cos)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-9)
 
@@ -147,12 +152,30 @@ def test_ccfg_beats_ncfg_with_learned_nets():
 def test_cli_train_writes_main_and_weak(tmp_path, capsys):
     from toydiff.__main__ import main
 
-    args = ["train", "--preset", "three_blobs", "--steps", "16", "--seed", "3", "--out", str(tmp_path)]
+    args = [
+        "train",
+        "--preset",
+        "three_blobs",
+        "--steps",
+        "16",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     out, mix = capsys.readouterr().out, mixtures.preset("three_blobs")
     for weak, steps in ((False, 16), (True, 2)):
         stem = checkpoint.pretrained_stem("three_blobs", weak, tmp_path)
         _, config, meta = checkpoint.load(stem, mix)
-        assert meta["steps"] == steps and meta["seed"] == 3 and config == train.default_net_config(mix, weak)
+        assert (
+            meta["steps"] == steps
+            and meta["seed"] == 3
+            and config == train.default_net_config(mix, weak)
+        )
         null = meta["errors"]["rows"]["null"]
-        assert f"{stem}: {steps} steps" in out and f"{null[0]:6.3f}" in out and f"{np.mean(null):.3f}" in out
+        assert (
+            f"{stem}: {steps} steps" in out
+            and f"{null[0]:6.3f}" in out
+            and f"{np.mean(null):.3f}" in out
+        )

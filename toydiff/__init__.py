@@ -23,7 +23,25 @@ from .scene import (
 )
 
 __all__ = [
-    "DESCRIPTIONS", "PRESETS", "RULES", "Cond", "Mixture", "Result", "Rule", "SamplerConfig", "Scene",
-    "denoisers", "exact", "fields", "guidance", "metrics", "mixtures", "nets", "preset", "run", "sample",
-    "sampler", "schedule",
+    "DESCRIPTIONS",
+    "PRESETS",
+    "RULES",
+    "Cond",
+    "Mixture",
+    "Result",
+    "Rule",
+    "SamplerConfig",
+    "Scene",
+    "denoisers",
+    "exact",
+    "fields",
+    "guidance",
+    "metrics",
+    "mixtures",
+    "nets",
+    "preset",
+    "run",
+    "sample",
+    "sampler",
+    "schedule",
 ]

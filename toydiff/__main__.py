@@ -25,7 +25,9 @@ def cmd_metrics(args):
     scene = _scene(args.scene)
     _, m = run(scene)
     if args.json:
-        print(json.dumps({k: None if v != v else v for k, v in m.items()}, sort_keys=True))  # NaN -> null
+        print(
+            json.dumps({k: None if v != v else v for k, v in m.items()}, sort_keys=True)
+        )  # NaN -> null
     else:
         for k, v in m.items():
             print(f"{k:>16}: {v}")
@@ -42,13 +44,19 @@ def cmd_render(args):
     scene = _scene(args.scene)
     result, m = run(scene)
     mix = scene.build_mixture()
-    threshold = metrics.preset_threshold(scene.preset) if scene.preset else metrics.off_support_threshold(mix)
+    threshold = (
+        metrics.preset_threshold(scene.preset)
+        if scene.preset
+        else metrics.off_support_threshold(mix)
+    )
     title = f"{scene.method}  γ={scene.gamma:g}  leak={m['leakage_hard']:.1%}  off={m['off_support']:.1%}"
     for path in filter(None, (args.out, args.png)):
         export.samples_figure(mix, result.x0, scene.negative, threshold, title).savefig(path)
         print(f"wrote {path}")
     for path in filter(None, (args.gif, args.mp4)):
-        export.save_animation(export.animation(mix, result.traj, scene.negative, threshold, title), path)
+        export.save_animation(
+            export.animation(mix, result.traj, scene.negative, threshold, title), path
+        )
         print(f"wrote {path}")
 
 
@@ -64,6 +72,7 @@ def cmd_sweep(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(desc="sweep", unit="run") as bar:
+
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
@@ -98,7 +107,9 @@ def cmd_bench(args):
     for name in names if args.name == "all" else [args.name]:
         script = root / f"{names[name]}.py"
         if not script.exists():
-            raise ValueError(f"bench: {script} not found (benchmarks ship with the source checkout)")
+            raise ValueError(
+                f"bench: {script} not found (benchmarks ship with the source checkout)"
+            )
         rc = subprocess.call([sys.executable, str(script), *args.args])
         if rc:
             raise ValueError(f"bench: {script.name} exited with {rc}")
@@ -113,7 +124,9 @@ def cmd_bridge(args):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bridge"] and argv[1:2] and argv[1].startswith("digits-"):  # digits-train | digits-table
+    if (
+        argv[:1] == ["bridge"] and argv[1:2] and argv[1].startswith("digits-")
+    ):  # digits-train | digits-table
         from .bridge.cli import digits_main
 
         return digits_main(argv[1:])
@@ -145,10 +158,14 @@ def main(argv=None) -> int:
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("bench", help=cmd_bench.__doc__)
     p.add_argument("name", choices=("sampler", "exact", "claim", "all"), help="which benchmark")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the script (see its --help)")
+    p.add_argument(
+        "args", nargs=argparse.REMAINDER, help="passed on to the script (see its --help)"
+    )
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("bridge", help=cmd_bridge.__doc__)
-    from .bridge.cli import add_arguments as bridge_arguments  # torch-free: torch loads in cmd_bridge
+    from .bridge.cli import (
+        add_arguments as bridge_arguments,
+    )  # torch-free: torch loads in cmd_bridge
 
     bridge_arguments(p)
     p.set_defaults(fn=cmd_bridge)

@@ -90,18 +90,24 @@ def _read_meta(path: Path) -> dict:
     if missing:
         raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}")
     if meta["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {meta['format_version']!r}, expected {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: format version {meta['format_version']!r}, expected {FORMAT_VERSION}"
+        )
     return meta
 
 
 def _net_config(path: Path, arch) -> nets.NetConfig:
     fields = {f.name: f.type for f in dataclasses.fields(nets.NetConfig)}
     if not isinstance(arch, dict) or set(arch) - set(fields) or "n_concepts" not in arch:
-        raise CheckpointError(f"{path}: architecture must be an object with keys from {', '.join(fields)}")
+        raise CheckpointError(
+            f"{path}: architecture must be an object with keys from {', '.join(fields)}"
+        )
     for key, value in arch.items():
         ok = isinstance(value, int) if fields[key] == "int" else isinstance(value, (int, float))
         if not ok or isinstance(value, bool) or value < 0:
-            raise CheckpointError(f"{path}: architecture.{key} = {value!r} is not a valid {fields[key]}")
+            raise CheckpointError(
+                f"{path}: architecture.{key} = {value!r} is not a valid {fields[key]}"
+            )
     return nets.NetConfig(**arch)
 
 
@@ -122,7 +128,9 @@ def _read_weights(path: Path, config: nets.NetConfig, meta: dict):
     expected = {_name(p): leaf.shape for p, leaf in paths}
     if set(arrays) != set(expected):
         diff = sorted(set(arrays) ^ set(expected))
-        raise CheckpointError(f"{path}: tensors do not match the architecture {config} (differ: {diff})")
+        raise CheckpointError(
+            f"{path}: tensors do not match the architecture {config} (differ: {diff})"
+        )
     for name, shape in expected.items():
         a = arrays[name]
         if a.shape != shape or a.dtype != np.float32:
@@ -150,7 +158,9 @@ def load(stem: str | Path, mix: Mixture | None = None) -> tuple[dict, nets.NetCo
     for f in files:
         if not f.is_file():
             raise CheckpointError(f"missing checkpoint file {f}")
-    params, config, meta = _load_cached(str(stem.resolve()), tuple(f.stat().st_mtime_ns for f in files))
+    params, config, meta = _load_cached(
+        str(stem.resolve()), tuple(f.stat().st_mtime_ns for f in files)
+    )
     if mix is not None and mixture_hash(mix) != meta["mixture_hash"]:
         raise CheckpointError(
             f"{stem}: trained on a different mixture (hash {meta['mixture_hash']}, "

@@ -7,7 +7,8 @@ recompile), its two `eps` functions are static, hashable callables `(mix, params
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +16,14 @@ import jax.numpy as jnp
 from . import exact, nets
 from .mixtures import Mixture
 
-BRANCH_MODELS = {"uncond": "main", "pos": "main", "neg": "main", "cond": "main", "rand": "main",
-                 "weak": "weak"}
+BRANCH_MODELS = {
+    "uncond": "main",
+    "pos": "main",
+    "neg": "main",
+    "cond": "main",
+    "rand": "main",
+    "weak": "weak",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +64,9 @@ def exact_denoiser(mix: Mixture, delta: float = 0.3) -> Denoiser:
 def learned(mix: Mixture, params, config: nets.NetConfig, weak=None, weak_config=None) -> Denoiser:
     """A learned main net; its weak model is the weak net if given, else the same net."""
     weak_config = weak_config or config
-    return Denoiser(mix, params, params if weak is None else weak, NetEps(config), NetEps(weak_config))
+    return Denoiser(
+        mix, params, params if weak is None else weak, NetEps(config), NetEps(weak_config)
+    )
 
 
 def perturbed(mix: Mixture, params, config: nets.NetConfig, skip: int = 0) -> Denoiser:
@@ -77,7 +86,8 @@ def eval_branches(den: Denoiser, models: tuple[str, ...], x, t, alpha_bar, conce
         idx = [b for b, m in enumerate(models) if m == model]
         if idx:  # one vmapped call per model: all its branches share each matmul
             eps = jax.vmap(fn, in_axes=(None, None, None, None, None, 0))(
-                den.mix, params, x, t, alpha_bar, concepts[jnp.array(idx)])
+                den.mix, params, x, t, alpha_bar, concepts[jnp.array(idx)]
+            )
             for j, b in enumerate(idx):
                 out[b] = eps[j]
     return jnp.stack(out)

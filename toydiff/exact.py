@@ -40,7 +40,9 @@ def _noisy(mix: Mixture, alpha_bar):
     ab = jnp.asarray(alpha_bar, jnp.float32)
     s = ab * jnp.asarray(mix.covs) + (1 - ab) * jnp.eye(2)
     det = s[:, 0, 0] * s[:, 1, 1] - s[:, 0, 1] * s[:, 1, 0]
-    adj = jnp.stack([jnp.stack([s[:, 1, 1], -s[:, 0, 1]], -1), jnp.stack([-s[:, 1, 0], s[:, 0, 0]], -1)], 1)
+    adj = jnp.stack(
+        [jnp.stack([s[:, 1, 1], -s[:, 0, 1]], -1), jnp.stack([-s[:, 1, 0], s[:, 0, 0]], -1)], 1
+    )
     return jnp.sqrt(ab) * jnp.asarray(mix.means), adj / det[:, None, None], jnp.log(det)
 
 
@@ -48,10 +50,14 @@ def _component_logits(mix: Mixture, x: Array, alpha_bar):
     """(N, K) log N(x; √ᾱ μ_k, S_k), plus the noisy means and precisions, as one matrix product."""
     m, prec, logdet = _noisy(mix, alpha_bar)
     pm = jnp.einsum("kij,kj->ki", prec, m)  # (K, 2)
-    coef = jnp.stack([-0.5 * prec[:, 0, 0], -prec[:, 0, 1], -0.5 * prec[:, 1, 1], pm[:, 0], pm[:, 1]])
+    coef = jnp.stack(
+        [-0.5 * prec[:, 0, 0], -prec[:, 0, 1], -0.5 * prec[:, 1, 1], pm[:, 0], pm[:, 1]]
+    )
     bias = -0.5 * jnp.sum(pm * m, -1) - 0.5 * logdet - _LOG_2PI  # (K,)
     x = jnp.asarray(x, jnp.float32)
-    feats = jnp.stack([x[:, 0] ** 2, x[:, 0] * x[:, 1], x[:, 1] ** 2, x[:, 0], x[:, 1]], -1)  # (N, 5)
+    feats = jnp.stack(
+        [x[:, 0] ** 2, x[:, 0] * x[:, 1], x[:, 1] ** 2, x[:, 0], x[:, 1]], -1
+    )  # (N, 5)
     return feats @ coef + bias, prec, pm
 
 

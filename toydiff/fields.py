@@ -51,9 +51,13 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
     if config.has_pos:
         logw = logw + jnp.log(den.mix.membership[cond.pos])
     out = {f"eps_{b}": e for b, e in branches.items() if b in config.branches}
-    out.update(info, guided=eps, term=eps - branches[config.unguided], step=step,
-               p_neg=exact.posteriors(den.mix, x, ab)[:, cond.neg],
-               log_p=exact.log_prob_rows(den.mix, x, ab, jnp.log(den.mix.weights)),
-               log_p_target=exact.log_prob_rows(den.mix, x, ab, logw))
+    out.update(
+        info,
+        guided=eps,
+        term=eps - branches[config.unguided],
+        step=step,
+        p_neg=exact.posteriors(den.mix, x, ab)[:, cond.neg],
+        log_p=exact.log_prob_rows(den.mix, x, ab, jnp.log(den.mix.weights)),
+        log_p_target=exact.log_prob_rows(den.mix, x, ab, logw),
+    )
     return out
-

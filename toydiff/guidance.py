@@ -7,7 +7,8 @@ the batch, norms are sums over all other axes, and `info` holds per-sample (B,) 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
@@ -42,7 +43,13 @@ def _positive(eps, eps_uncond, eps_pos, gamma):
 
 
 def _info(lam_neg=None, scale_neg=None, lam_pos=None, scale_pos=None, **extra) -> dict:
-    return {"lam_neg": lam_neg, "lam_pos": lam_pos, "scale_neg": scale_neg, "scale_pos": scale_pos, **extra}
+    return {
+        "lam_neg": lam_neg,
+        "lam_pos": lam_pos,
+        "scale_neg": scale_neg,
+        "scale_pos": scale_pos,
+        **extra,
+    }
 
 
 def none(eps_cond: Array, *, gamma=1.0) -> tuple[Array, dict]:
@@ -101,7 +108,9 @@ def sd_negative(eps_neg: Array, eps_cond: Array, *, gamma) -> tuple[Array, dict]
     return eps_neg + gamma * (eps_cond - eps_neg), _info(_ones(eps_neg), scale)
 
 
-def perp_neg(eps_uncond: Array, eps_pos: Array, eps_neg: Array, *, gamma, w_neg) -> tuple[Array, dict]:
+def perp_neg(
+    eps_uncond: Array, eps_pos: Array, eps_neg: Array, *, gamma, w_neg
+) -> tuple[Array, dict]:
     """Perp-Neg: ε̂ = ε_∅ + γ[Δ_p − w_n perp(Δ_n, Δ_p)], perp(a, b) = a − (⟨a,b⟩/‖b‖²) b (Armandpour et al.)."""
     xp = array_namespace(eps_uncond)
     d_pos, d_neg = eps_pos - eps_uncond, eps_neg - eps_uncond
@@ -109,8 +118,9 @@ def perp_neg(eps_uncond: Array, eps_pos: Array, eps_neg: Array, *, gamma, w_neg)
     coef = dot / xp.clip(_sq_norm(d_pos), 1e-12, None)  # (B,); Δ_p = 0 leaves Δ_n unchanged
     perp = d_neg - _per_sample(coef, d_pos) * d_pos
     lam_neg = w_neg * _ones(d_neg)
-    return eps_uncond + gamma * (d_pos - w_neg * perp), _info(lam_neg, gamma * lam_neg, _ones(d_pos),
-                                                              gamma * _ones(d_pos))
+    return eps_uncond + gamma * (d_pos - w_neg * perp), _info(
+        lam_neg, gamma * lam_neg, _ones(d_pos), gamma * _ones(d_pos)
+    )
 
 
 def autoguidance(eps_cond: Array, eps_weak: Array, *, gamma) -> tuple[Array, dict]:
@@ -178,9 +188,13 @@ _DNG_GAMMA = {"gamma": Param(5.0, 0.0, 20.0, help="negative guidance scale γ_n"
 # Toy defaults: Temp = 1 and no offset make the update Bayes' rule for DDPM steps, and the prior is
 # about one concept in three. The official CIFAR-10 values are prior 0.01, Temp 0.2, offset 2e-4.
 _DNG_STATE = {
-    "prior": Param(0.3, 1e-4, 0.5, True, "p_T: prior probability of the negative concept (official 0.01)"),
+    "prior": Param(
+        0.3, 1e-4, 0.5, True, "p_T: prior probability of the negative concept (official 0.01)"
+    ),
     "temp": Param(1.0, 1e-3, 10.0, True, "Temp: sharpness of the posterior update (official 0.2)"),
-    "offset": Param(0.0, -1.0, 1.0, help="offset added to the log-posterior update (official 2e-4)"),
+    "offset": Param(
+        0.0, -1.0, 1.0, help="offset added to the log-posterior update (official 2e-4)"
+    ),
     "p_min": Param(1e-6, 1e-8, 1e-2, True, "lower clamp of the tracked posterior"),
     "p_max": Param(0.8, 0.5, 0.999, help="upper clamp of the tracked posterior"),
 }
@@ -191,21 +205,73 @@ RULES: dict[str, Rule] = {
         Rule("none", none, "No guidance", ("cond",), {}),
         Rule("cfg", cfg, "CFG", ("uncond", "pos"), {"gamma": _gamma(3.0)}),
         Rule("ncfg", ncfg, "Negated CFG", ("uncond", "neg"), {"gamma": _gamma(3.0)}, True),
-        Rule("ccfg", ccfg, "Contrastive CFG", ("uncond", "neg"),
-             {"gamma": _gamma(3.0), "tau": Param(0.5, 1e-3, 10.0, True, "temperature τ of λ = 2σ(∓τ‖Δ‖²)")},
-             True),
-        Rule("dng", dng, "Dynamic negative guidance", ("uncond", "neg"), _DNG_GAMMA, True, "tracked",
-             _DNG_STATE),
-        Rule("dng_oracle", dng, "DNG, exact posterior", ("uncond", "neg"), _DNG_GAMMA, True, "oracle",
-             {k: _DNG_STATE[k] for k in ("p_min", "p_max")}),
-        Rule("sd_negative", sd_negative, "SD negative prompt", ("neg", "cond"), {"gamma": _gamma(3.0)}),
-        Rule("perp_neg", perp_neg, "Perp-Neg", ("uncond", "pos", "neg"),
-             {"gamma": _gamma(3.0), "w_neg": Param(1.0, 0.0, 5.0, help="weight of the perpendicular part")}),
-        Rule("autoguidance", autoguidance, "Autoguidance", ("cond", "weak"), {"gamma": _gamma(2.0)}),
-        Rule("sims", sims, "SIMS (self-trained negative)", ("cond", "weak"), {"gamma": _gamma(1.0)},
-             weak="sims"),
-        Rule("perturbed", perturbed, "Perturbed-network guidance", ("cond", "weak"), {"gamma": _gamma(1.0)},
-             weak="skip"),
+        Rule(
+            "ccfg",
+            ccfg,
+            "Contrastive CFG",
+            ("uncond", "neg"),
+            {
+                "gamma": _gamma(3.0),
+                "tau": Param(0.5, 1e-3, 10.0, True, "temperature τ of λ = 2σ(∓τ‖Δ‖²)"),
+            },
+            True,
+        ),
+        Rule(
+            "dng",
+            dng,
+            "Dynamic negative guidance",
+            ("uncond", "neg"),
+            _DNG_GAMMA,
+            True,
+            "tracked",
+            _DNG_STATE,
+        ),
+        Rule(
+            "dng_oracle",
+            dng,
+            "DNG, exact posterior",
+            ("uncond", "neg"),
+            _DNG_GAMMA,
+            True,
+            "oracle",
+            {k: _DNG_STATE[k] for k in ("p_min", "p_max")},
+        ),
+        Rule(
+            "sd_negative",
+            sd_negative,
+            "SD negative prompt",
+            ("neg", "cond"),
+            {"gamma": _gamma(3.0)},
+        ),
+        Rule(
+            "perp_neg",
+            perp_neg,
+            "Perp-Neg",
+            ("uncond", "pos", "neg"),
+            {
+                "gamma": _gamma(3.0),
+                "w_neg": Param(1.0, 0.0, 5.0, help="weight of the perpendicular part"),
+            },
+        ),
+        Rule(
+            "autoguidance", autoguidance, "Autoguidance", ("cond", "weak"), {"gamma": _gamma(2.0)}
+        ),
+        Rule(
+            "sims",
+            sims,
+            "SIMS (self-trained negative)",
+            ("cond", "weak"),
+            {"gamma": _gamma(1.0)},
+            weak="sims",
+        ),
+        Rule(
+            "perturbed",
+            perturbed,
+            "Perturbed-network guidance",
+            ("cond", "weak"),
+            {"gamma": _gamma(1.0)},
+            weak="skip",
+        ),
         Rule("icg", icg, "Independent condition guidance", ("rand", "pos"), {"gamma": _gamma(3.0)}),
     )
 }

@@ -20,7 +20,9 @@ ENERGY_MAX = 5000  # energy distances use at most this many samples (pairwise ma
 def diverged(x: jax.Array) -> jax.Array:
     """(N,) bool: a coordinate is non-finite or the sample left the disc of radius DIVERGED_RADIUS."""
     x = jnp.asarray(x)
-    return ~jnp.all(jnp.isfinite(x), -1) | (jnp.linalg.norm(jnp.nan_to_num(x), axis=-1) > DIVERGED_RADIUS)
+    return ~jnp.all(jnp.isfinite(x), -1) | (
+        jnp.linalg.norm(jnp.nan_to_num(x), axis=-1) > DIVERGED_RADIUS
+    )
 
 
 def off_support_threshold(mix: Mixture) -> float:
@@ -54,16 +56,23 @@ class Reference(NamedTuple):
     baseline: float  # energy distance of fresh exact target samples to the target samples
 
 
-def reference(mix: Mixture, positive=None, negative=None, n: int = 2000, threshold: float | None = None,
-              key: jax.Array | None = None) -> Reference:
+def reference(
+    mix: Mixture,
+    positive=None,
+    negative=None,
+    n: int = 2000,
+    threshold: float | None = None,
+    key: jax.Array | None = None,
+) -> Reference:
     """The shared part of `evaluate` for n samples (n is capped at ENERGY_MAX)."""
     key = jax.random.key(1) if key is None else key
     n = min(n, ENERGY_MAX)
     target = mixtures.sample(key, mix, n, positive, negative)
     fresh = mixtures.sample(jax.random.fold_in(key, 1), mix, n, positive, negative)
     threshold = off_support_threshold(mix) if threshold is None else threshold
-    return Reference(threshold, target, float(_mean_dist(target, target)),
-                     float(energy_distance(fresh, target)))
+    return Reference(
+        threshold, target, float(_mean_dist(target, target)), float(energy_distance(fresh, target))
+    )
 
 
 @jax.jit
@@ -71,14 +80,22 @@ def _energy_to(x, target, target_self):
     return 2 * _mean_dist(x, target) - _mean_dist(x, x) - target_self
 
 
-def evaluate(mix: Mixture, x0, positive=None, negative=None, threshold: float | None = None,
-             ref: Reference | None = None) -> dict[str, float]:
+def evaluate(
+    mix: Mixture,
+    x0,
+    positive=None,
+    negative=None,
+    threshold: float | None = None,
+    ref: Reference | None = None,
+) -> dict[str, float]:
     """Every MATH §4 metric of final samples x0 (N, 2) as Python numbers (NaN where undefined)."""
     x0 = np.asarray(x0, np.float32)
     finite = _finite(x0)
     ref = reference(mix, positive, negative, len(x0), threshold) if ref is None else ref
     log_p = np.asarray(exact.log_prob(mix, finite)) if len(finite) else np.zeros(0)
-    post = (lambda c: np.asarray(exact.posterior(mix, finite, 1.0, c)) if len(finite) else np.zeros(0))
+    post = lambda c: (
+        np.asarray(exact.posterior(mix, finite, 1.0, c)) if len(finite) else np.zeros(0)
+    )
     energy = _energy_to(finite[:ENERGY_MAX], ref.target, ref.target_self) if len(finite) else np.nan
     out = {
         "n": len(x0),
@@ -90,7 +107,9 @@ def evaluate(mix: Mixture, x0, positive=None, negative=None, threshold: float | 
         "energy_baseline": ref.baseline,
     }
     out["leakage"] = float(np.mean(post(negative))) if negative is not None else float("nan")
-    out["leakage_hard"] = float(np.mean(post(negative) > 0.5)) if negative is not None else float("nan")
+    out["leakage_hard"] = (
+        float(np.mean(post(negative) > 0.5)) if negative is not None else float("nan")
+    )
     out["alignment"] = float(np.mean(post(positive))) if positive is not None else float("nan")
     return out
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,9 @@ class Mixture:
 
     def to_dict(self) -> dict:
         """JSON-ready dict of the mixture's fields."""
-        return {f.name: np.asarray(getattr(self, f.name)).tolist() for f in dataclasses.fields(self)}
+        return {
+            f.name: np.asarray(getattr(self, f.name)).tolist() for f in dataclasses.fields(self)
+        }
 
 
 def _validated(means, covs, weights, membership, concepts) -> dict:
@@ -55,22 +58,44 @@ def _validated(means, covs, weights, membership, concepts) -> dict:
         raise ValueError(f"concepts: names must be unique, got {list(concepts)}")
     means, covs, weights, membership = (
         _float_array(name, v)
-        for name, v in zip(("means", "covs", "weights", "membership"), (means, covs, weights, membership))
+        for name, v in zip(
+            ("means", "covs", "weights", "membership"), (means, covs, weights, membership)
+        )
     )
     k = means.shape[0] if means.ndim == 2 else -1
-    _check(means.ndim == 2 and means.shape[1] == 2 and k > 0, "means", f"shape (K, 2), got {means.shape}")
+    _check(
+        means.ndim == 2 and means.shape[1] == 2 and k > 0,
+        "means",
+        f"shape (K, 2), got {means.shape}",
+    )
     _check(covs.shape == (k, 2, 2), "covs", f"shape ({k}, 2, 2), got {covs.shape}")
     _check(weights.shape == (k,), "weights", f"shape ({k},), got {weights.shape}")
-    _check(membership.shape == (len(concepts), k), "membership",
-           f"shape ({len(concepts)}, {k}) = (concepts, components), got {membership.shape}")
+    _check(
+        membership.shape == (len(concepts), k),
+        "membership",
+        f"shape ({len(concepts)}, {k}) = (concepts, components), got {membership.shape}",
+    )
     _check(bool(np.all(weights > 0)), "weights", "every weight must be > 0")
-    _check(bool(np.all((membership >= 0) & (membership <= 1))), "membership", "values must lie in [0, 1]")
+    _check(
+        bool(np.all((membership >= 0) & (membership <= 1))),
+        "membership",
+        "values must lie in [0, 1]",
+    )
     _check(bool(np.all(membership @ weights > 0)), "membership", "every concept needs a component")
     sym = np.allclose(covs, np.swapaxes(covs, 1, 2), rtol=1e-5, atol=1e-8)
     det = covs[:, 0, 0] * covs[:, 1, 1] - covs[:, 0, 1] * covs[:, 1, 0]
-    _check(sym and bool(np.all((covs[:, 0, 0] > 0) & (det > 0))), "covs", "must be symmetric positive definite")
-    return dict(means=means, covs=covs, weights=weights / weights.sum(), membership=membership,
-                concepts=concepts)
+    _check(
+        sym and bool(np.all((covs[:, 0, 0] > 0) & (det > 0))),
+        "covs",
+        "must be symmetric positive definite",
+    )
+    return dict(
+        means=means,
+        covs=covs,
+        weights=weights / weights.sum(),
+        membership=membership,
+        concepts=concepts,
+    )
 
 
 def _float_array(name: str, value) -> np.ndarray:
@@ -166,8 +191,13 @@ def overlap() -> Mixture:
 def nested() -> Mixture:
     """A 'center' blob surrounded by four 'outer' blobs: the negative sits between allowed modes."""
     means = [(0.0, 0.0), *_ring_points(4, 2.5, np.pi / 4)]
-    return _iso(means, [0.5, 0.35, 0.35, 0.35, 0.35], [[1, 0, 0, 0, 0], [0, 1, 1, 1, 1]],
-                ("center", "outer"), weights=[2, 1, 1, 1, 1])
+    return _iso(
+        means,
+        [0.5, 0.35, 0.35, 0.35, 0.35],
+        [[1, 0, 0, 0, 0], [0, 1, 1, 1, 1]],
+        ("center", "outer"),
+        weights=[2, 1, 1, 1, 1],
+    )
 
 
 def grid() -> Mixture:
@@ -208,20 +238,38 @@ def _branches(rng, origin, angle0, depth, scale):
         weights.append(np.full(8, dist * 0.5**d))
         if d + 1 < depth:
             for sign in (1, -1):
-                stack.append((pos + u * dist, angle + sign * 0.7**d * (1 + 0.2 * rng.standard_normal()), d + 1))
+                stack.append(
+                    (
+                        pos + u * dist,
+                        angle + sign * 0.7**d * (1 + 0.2 * rng.standard_normal()),
+                        d + 1,
+                    )
+                )
     return np.concatenate(means), np.concatenate(covs), np.concatenate(weights)
 
 
 _PRESETS = {
-    "three_blobs": Preset(three_blobs, "Negate one of three classes: the basic nCFG-vs-CCFG picture.", "C"),
-    "ring": Preset(ring, "Negate every other mode of a ring: repulsion between interleaved modes.", "odd"),
-    "overlap": Preset(overlap, "Negate a concept that shares a mode: soft memberships and leakage.", "warm"),
-    "nested": Preset(nested, "The negative sits between the allowed modes: nCFG tears samples apart.",
-                     "center"),
-    "grid": Preset(grid, "5×5 modes, rows and columns as concepts: positive and negative together.",
-                   "col2", "row1"),
-    "tree": Preset(tree, "Two fractal trees of thin components: where guidance loses the fine branches.",
-                   "B"),
+    "three_blobs": Preset(
+        three_blobs, "Negate one of three classes: the basic nCFG-vs-CCFG picture.", "C"
+    ),
+    "ring": Preset(
+        ring, "Negate every other mode of a ring: repulsion between interleaved modes.", "odd"
+    ),
+    "overlap": Preset(
+        overlap, "Negate a concept that shares a mode: soft memberships and leakage.", "warm"
+    ),
+    "nested": Preset(
+        nested, "The negative sits between the allowed modes: nCFG tears samples apart.", "center"
+    ),
+    "grid": Preset(
+        grid,
+        "5×5 modes, rows and columns as concepts: positive and negative together.",
+        "col2",
+        "row1",
+    ),
+    "tree": Preset(
+        tree, "Two fractal trees of thin components: where guidance loses the fine branches.", "B"
+    ),
 }
 PRESETS = tuple(_PRESETS)
 DESCRIPTIONS = {name: p.description for name, p in _PRESETS.items()}

@@ -56,8 +56,9 @@ def input_features(x_in: jax.Array, config: NetConfig) -> jax.Array:
     return jnp.concatenate([x_in, jnp.sin(angle), jnp.cos(angle)], axis=-1)
 
 
-def apply(params: dict, config: NetConfig, x: jax.Array, t, alpha_bar, concept: jax.Array,
-          skip: int = -1) -> jax.Array:
+def apply(
+    params: dict, config: NetConfig, x: jax.Array, t, alpha_bar, concept: jax.Array, skip: int = -1
+) -> jax.Array:
     """(N, 2) predicted ε for x_t (N, 2) at t, ᾱ (scalars or (N,)) and concept ids (N,) (C = null).
 
     skip ≥ 0 leaves out that hidden layer (identity instead): the perturbed net of perturbed-network
@@ -65,8 +66,12 @@ def apply(params: dict, config: NetConfig, x: jax.Array, t, alpha_bar, concept: 
     """
     ab = jnp.asarray(alpha_bar, jnp.float32)[..., None]  # (1,) or (N, 1)
     x_in = x / jnp.sqrt(ab * config.data_std**2 + 1 - ab)
-    c_out = jnp.sqrt((1 - ab) / (1 - ab + config.min_std**2)) if config.min_std else 1.0  # low t: ε* is small
-    temb = time_features(t, config.freqs) @ params["t"]["w"] + params["t"]["b"]  # (H,) per step, or (N, H)
+    c_out = (
+        jnp.sqrt((1 - ab) / (1 - ab + config.min_std**2)) if config.min_std else 1.0
+    )  # low t: ε* is small
+    temb = (
+        time_features(t, config.freqs) @ params["t"]["w"] + params["t"]["b"]
+    )  # (H,) per step, or (N, H)
     h = input_features(x_in, config) @ params["x"]["w"] + params["x"]["b"]
     h = jax.nn.silu(h + temb + params["concept"][concept])
     for i, layer in enumerate(params["hidden"]):

@@ -70,8 +70,12 @@ def default_knobs(rule: str, **overrides) -> dict[str, float]:
 def branch_concepts(config: SamplerConfig, mix, cond: Cond, key: jax.Array) -> jax.Array:
     """(B, N) concept ids per branch: ∅ = C, positive, negative, or a random concept (ICG)."""
     c, n = len(mix.concepts), config.n
-    ids = {"uncond": jnp.full(n, c), "pos": jnp.full(n, cond.pos), "neg": jnp.full(n, cond.neg),
-           "rand": jax.random.randint(key, (n,), 0, c)}
+    ids = {
+        "uncond": jnp.full(n, c),
+        "pos": jnp.full(n, cond.pos),
+        "neg": jnp.full(n, cond.neg),
+        "rand": jax.random.randint(key, (n,), 0, c),
+    }
     ids["weak"] = ids[config.unguided]  # the weak model sees the same condition as the main one
     return jnp.stack([ids[b] for b in config.branches])
 
@@ -102,7 +106,11 @@ def oracle_p_neg(den: Denoiser, cond: Cond, x, alpha_bar, knobs) -> jax.Array:
 def _ddim(x, eps, ab, ab_next, sigma, z):
     """One DDIM step: x_t' = √ᾱ' x̂0 + √(1−ᾱ'−σ²) ε̂ + σz, and x̂0 (MATH §1)."""
     x0_hat = (x - jnp.sqrt(1 - ab) * eps) / jnp.sqrt(ab)
-    return jnp.sqrt(ab_next) * x0_hat + jnp.sqrt(jnp.maximum(1 - ab_next - sigma**2, 0.0)) * eps + sigma * z
+    return (
+        jnp.sqrt(ab_next) * x0_hat
+        + jnp.sqrt(jnp.maximum(1 - ab_next - sigma**2, 0.0)) * eps
+        + sigma * z
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -124,8 +132,14 @@ def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, kno
         if state == "tracked":  # DNG: likelihood ratio of the step under ε_n versus ε_∅
             mean = lambda e: _ddim(carry.x, e, ab, ab_n, sigma, 0.0)
             sigma2 = jnp.maximum(schedule.ddim_sigma(ab, ab_n, 1.0) ** 2, 1e-12)
-            p_neg = guidance.dng_update(p_neg, x_next, mean(branches["neg"]), mean(branches["uncond"]),
-                                        sigma2, **{k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")})
+            p_neg = guidance.dng_update(
+                p_neg,
+                x_next,
+                mean(branches["neg"]),
+                mean(branches["uncond"]),
+                sigma2,
+                **{k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")},
+            )
         return SampleCarry(x_next, p_neg), (x_next, info)
 
     carry = SampleCarry(x_T, jnp.full(config.n, knobs.get("prior", 0.0), jnp.float32))
@@ -135,6 +149,8 @@ def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, kno
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def sample_sweep(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, knobs: dict) -> Result:
+def sample_sweep(
+    config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, knobs: dict
+) -> Result:
     """`sample` over a sweep in one compiled call: knobs hold (G,) arrays, the Result gains axis G."""
     return jax.vmap(lambda k: sample(config, den, key, cond, k))(knobs)

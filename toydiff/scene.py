@@ -10,13 +10,18 @@ from typing import Any
 import jax
 
 from . import denoisers, guidance, metrics, mixtures, sampler
-from .schedule import T, alpha_bars
 from .mixtures import Mixture
+from .schedule import T, alpha_bars
 
 SCORES = ("exact", "learned", "weak")
 _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
-    "steps": (1, 1000), "n": (1, 20000), "seed": (0, 2**31 - 1), "eta": (0.0, 1.0),
-    "t_lo": (0.0, float(T)), "t_hi": (0.0, float(T)), "delta": (0.0, 5.0),
+    "steps": (1, 1000),
+    "n": (1, 20000),
+    "seed": (0, 2**31 - 1),
+    "eta": (0.0, 1.0),
+    "t_lo": (0.0, float(T)),
+    "t_hi": (0.0, float(T)),
+    "delta": (0.0, 5.0),
     "t": (0.0, float(T - 1)),
 }
 _INTS = ("steps", "n", "seed")
@@ -107,7 +112,10 @@ class Scene:
         if self.score not in SCORES:
             raise ValueError(f"score: {self.score!r} is not one of {', '.join(SCORES)}")
         alpha_bars(self.schedule)
-        for key, (lo, hi) in {**_LIMITS, **{k: (p.lo, p.hi) for k, p in _RULE_PARAMS.items()}}.items():
+        for key, (lo, hi) in {
+            **_LIMITS,
+            **{k: (p.lo, p.hi) for k, p in _RULE_PARAMS.items()},
+        }.items():
             value = getattr(self, key)
             if not lo <= value <= hi:
                 raise ValueError(f"{key}: {value} is outside [{lo}, {hi}]")
@@ -119,12 +127,16 @@ class Scene:
         if self.preset is not None:
             return mixtures.preset(self.preset)
         if not isinstance(self.mixture, dict):
-            raise ValueError("mixture: expected an object {means, covs, weights, membership, concepts}")
+            raise ValueError(
+                "mixture: expected an object {means, covs, weights, membership, concepts}"
+            )
         fields = ("means", "covs", "weights", "membership", "concepts")
         missing = [f for f in fields if f not in self.mixture]
         extra = sorted(set(self.mixture) - set(fields))
         if missing or extra:
-            raise ValueError(f"mixture: missing {missing} / unknown {extra}; needs {', '.join(fields)}")
+            raise ValueError(
+                f"mixture: missing {missing} / unknown {extra}; needs {', '.join(fields)}"
+            )
         try:
             return Mixture(**self.mixture)
         except ValueError as e:
@@ -133,14 +145,20 @@ class Scene:
     # -------------------------------------------------------------------------- what to run
     def sampler_config(self) -> sampler.SamplerConfig:
         """The static part: rule, steps, points, schedule, positive or not."""
-        return sampler.SamplerConfig(self.method, self.steps, self.n, self.positive is not None,
-                                     self.schedule)
+        return sampler.SamplerConfig(
+            self.method, self.steps, self.n, self.positive is not None, self.schedule
+        )
 
     def knobs(self) -> dict[str, float]:
         """The traced part: the rule's parameters, η and the guidance interval, as Python floats."""
         rule = guidance.rule(self.method)
-        return sampler.default_knobs(self.method, eta=self.eta, t_lo=self.t_lo, t_hi=self.t_hi,
-                                     **{k: getattr(self, k) for k in rule.all_params})
+        return sampler.default_knobs(
+            self.method,
+            eta=self.eta,
+            t_lo=self.t_lo,
+            t_hi=self.t_hi,
+            **{k: getattr(self, k) for k in rule.all_params},
+        )
 
     def cond(self, mix: Mixture) -> sampler.Cond:
         """Concept indices (positive, negative); an absent concept becomes 0 and is never read."""
@@ -195,7 +213,8 @@ def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Re
     """Samples the scene and evaluates its metrics: (Result, metrics dict)."""
     mix = scene.build_mixture()
     den = denoiser(scene, mix) if den is None else den
-    result = sampler.sample(scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix),
-                            scene.knobs())
+    result = sampler.sample(
+        scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix), scene.knobs()
+    )
     threshold = metrics.preset_threshold(scene.preset) if scene.preset else None
     return result, metrics.evaluate(mix, result.x0, scene.positive, scene.negative, threshold)

@@ -196,7 +196,9 @@ def _single(key: str, value, warnings: list[str]) -> str:
         if not value:
             return ""
         if len(set(value)) > 1:
-            warnings.append(f"{key}: given {len(value)} times with different values; using the last")
+            warnings.append(
+                f"{key}: given {len(value)} times with different values; using the last"
+            )
         value = value[-1]
     return str(value)
 
@@ -216,7 +218,9 @@ def _check_mixture(key: str, value) -> None:
         and isinstance(value.get("means"), list)
         and len(value["means"]) > MAX_COMPONENTS
     ):
-        raise ValueError(f"{key}: at most {MAX_COMPONENTS} components in a link, got {len(value['means'])}")
+        raise ValueError(
+            f"{key}: at most {MAX_COMPONENTS} components in a link, got {len(value['means'])}"
+        )
 
 
 def decode_query(params: Mapping[str, Any]) -> Decoded:
@@ -231,7 +235,9 @@ def decode_query(params: Mapping[str, Any]) -> Decoded:
     except Exception:  # noqa: BLE001 - a hostile mapping must not escape
         return Decoded(None, None, False, ["query: unreadable"])
     if size > MAX_QUERY_CHARS:
-        return Decoded(None, None, False, [f"query: {size} characters is too long (limit {MAX_QUERY_CHARS})"])
+        return Decoded(
+            None, None, False, [f"query: {size} characters is too long (limit {MAX_QUERY_CHARS})"]
+        )
     raw = {str(k): _single(str(k), v, warnings) for k, v in params.items()}
     present = _flag("present", raw.pop("present"), warnings) if "present" in raw else False
     base: dict[str, Any] = {}

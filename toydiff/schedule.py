@@ -40,4 +40,6 @@ def step_alpha_bars(kind: str, steps: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 def ddim_sigma(ab_t, ab_next, eta):
     """DDIM σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ') (MATH §1); works on numpy and JAX scalars."""
-    return eta * jnp.sqrt((1 - ab_next) / (1 - ab_t)) * jnp.sqrt(jnp.maximum(1 - ab_t / ab_next, 0.0))
+    return (
+        eta * jnp.sqrt((1 - ab_next) / (1 - ab_t)) * jnp.sqrt(jnp.maximum(1 - ab_t / ab_next, 0.0))
+    )

@@ -26,13 +26,21 @@ def self_mixture(mix: Mixture, x: np.ndarray, bandwidth: float) -> Mixture:
     return Mixture(x, covs, np.ones(len(x)), membership, mix.concepts)
 
 
-def sims_params(mix: Mixture, params, config: nets.NetConfig, n: int = 4000, steps: int = 800,
-                seed: int = 0) -> dict:
+def sims_params(
+    mix: Mixture, params, config: nets.NetConfig, n: int = 4000, steps: int = 800, seed: int = 0
+) -> dict:
     """Main-net weights fine-tuned for `steps` on n of its own unguided samples (a few seconds)."""
     den = denoisers.learned(mix, params, config)
-    res = sampler.sample(sampler.SamplerConfig(rule="none", steps=50, n=n), den, jax.random.key(seed),
-                         sampler.Cond(0, 0), sampler.default_knobs("none"))
+    res = sampler.sample(
+        sampler.SamplerConfig(rule="none", steps=50, n=n),
+        den,
+        jax.random.key(seed),
+        sampler.Cond(0, 0),
+        sampler.default_knobs("none"),
+    )
     fake = self_mixture(mix, np.asarray(res.x0), bandwidth=0.5 * config.min_std or 0.05)
     tc = dataclasses.replace(train.TrainConfig(), steps=steps, warmup=0, chunk=steps, lr=1e-3)
-    state, _ = train.train(fake, config, tc, seed=seed + 1, progress=False, desc="sims", params=params)
+    state, _ = train.train(
+        fake, config, tc, seed=seed + 1, progress=False, desc="sims", params=params
+    )
     return state.params  # not the EMA: 800 steps at decay 0.999 would mostly keep the main net

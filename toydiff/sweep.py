@@ -15,14 +15,28 @@ from .scene import Scene, denoiser
 
 GAMMAS = tuple(float(g) for g in np.round(np.geomspace(0.1, 10.0, 16), 4))
 TAUS = (0.1, 0.3, 1.0, 3.0)
-COLUMNS = ("method", "gamma", "tau", "leakage", "leakage_hard", "off_support", "energy",
-           "energy_baseline", "nll", "diverged", "alignment")
+COLUMNS = (
+    "method",
+    "gamma",
+    "tau",
+    "leakage",
+    "leakage_hard",
+    "off_support",
+    "energy",
+    "energy_baseline",
+    "nll",
+    "diverged",
+    "alignment",
+)
 
 
 def grid_of(method: str, gammas=GAMMAS, taus=TAUS) -> list[dict]:
     """The sweep's settings: γ for every rule, and γ × τ for rules with a τ."""
     scene_taus = taus if method == "ccfg" else (None,)
-    return [{"gamma": g, **({} if t is None else {"tau": t})} for t, g in itertools.product(scene_taus, gammas)]
+    return [
+        {"gamma": g, **({} if t is None else {"tau": t})}
+        for t, g in itertools.product(scene_taus, gammas)
+    ]
 
 
 def run_sweep(scene: Scene, methods=None, gammas=GAMMAS, taus=TAUS, progress=None) -> list[dict]:
@@ -41,14 +55,23 @@ def run_sweep(scene: Scene, methods=None, gammas=GAMMAS, taus=TAUS, progress=Non
         den = denoiser(base, mix)
         knobs = [base.replace(**s).knobs() for s in settings[method]]
         stacked = {k: jnp.asarray([kn[k] for kn in knobs], jnp.float32) for k in knobs[0]}
-        x0 = np.asarray(sampler.sample_sweep(base.sampler_config(), den, jax.random.key(scene.seed),
-                                             base.cond(mix), stacked).x0)  # (G, N, 2)
+        x0 = np.asarray(
+            sampler.sample_sweep(
+                base.sampler_config(), den, jax.random.key(scene.seed), base.cond(mix), stacked
+            ).x0
+        )  # (G, N, 2)
         done += 1
         progress and progress(done, total)
         for s, x in zip(settings[method], x0):
             m = metrics.evaluate(mix, x, scene.positive, scene.negative, ref=ref)
-            rows.append({"method": method, "gamma": s["gamma"], "tau": s.get("tau", float("nan")),
-                         **{c: m[c] for c in COLUMNS[3:]}})
+            rows.append(
+                {
+                    "method": method,
+                    "gamma": s["gamma"],
+                    "tau": s.get("tau", float("nan")),
+                    **{c: m[c] for c in COLUMNS[3:]},
+                }
+            )
             done += 1
             progress and progress(done, total)
     return rows

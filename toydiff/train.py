@@ -86,7 +86,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.clip), adamw)
 
 
-def init_state(key: jax.Array, net_config: nets.NetConfig, config: TrainConfig, params=None) -> TrainState:
+def init_state(
+    key: jax.Array, net_config: nets.NetConfig, config: TrainConfig, params=None
+) -> TrainState:
     """Random (or given) parameters, fresh optimizer state, EMA = parameters, step 0."""
     params = nets.init(key, net_config) if params is None else params
     return TrainState(params, make_optimizer(config).init(params), params, jnp.int32(0))
@@ -186,12 +188,20 @@ def train(
 def relative_error(eps_net, eps_true) -> float:
     """Ratio of RMS ‖ε_net − ε*‖ / ‖ε*‖ over samples (stable where ε* ≈ 0, unlike a mean of ratios)."""
     return float(
-        np.sqrt(np.sum((np.asarray(eps_net) - np.asarray(eps_true)) ** 2) / np.sum(np.asarray(eps_true) ** 2))
+        np.sqrt(
+            np.sum((np.asarray(eps_net) - np.asarray(eps_true)) ** 2)
+            / np.sum(np.asarray(eps_true) ** 2)
+        )
     )
 
 
 def error_table(
-    mix: Mixture, params, net_config: nets.NetConfig, n: int = 4000, seed: int = 1234, kind: str = "linear"
+    mix: Mixture,
+    params,
+    net_config: nets.NetConfig,
+    n: int = 4000,
+    seed: int = 1234,
+    kind: str = "linear",
 ) -> dict[str, list[float]]:
     """{concept name or 'null': relative ε error at each t of ERROR_TS} on x_t ~ p_t(·|c)."""
     data, ab_all = make_data(mix, kind), schedule.alpha_bars(kind)
@@ -204,9 +214,13 @@ def error_table(
         errs = []
         for t in ERROR_TS:
             ab = float(ab_all[t])
-            x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * jax.random.normal(jax.random.fold_in(key, t), x0.shape)
+            x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * jax.random.normal(
+                jax.random.fold_in(key, t), x0.shape
+            )
             eps_net = nets.apply(params, net_config, x_t, t, ab, concept)
-            errs.append(relative_error(eps_net, exact.eps(mix, x_t, ab, None if name == "null" else row)))
+            errs.append(
+                relative_error(eps_net, exact.eps(mix, x_t, ab, None if name == "null" else row))
+            )
         table[name] = errs
     return table
 
@@ -221,7 +235,9 @@ def train_preset(
     for weak in (False, True):
         net_config = default_net_config(mix, weak)
         cfg = weak_train_config(config) if weak else config
-        state, log = train(mix, net_config, cfg, seed, progress, desc=f"{name}{'_weak' if weak else ''}")
+        state, log = train(
+            mix, net_config, cfg, seed, progress, desc=f"{name}{'_weak' if weak else ''}"
+        )
         errors = {
             "t": list(ERROR_TS),
             "metric": "ratio of RMS ‖ε_net − ε*‖ / ‖ε*‖, x_t ~ p_t(·|c)",
@@ -242,5 +258,7 @@ def format_errors(stem: str, meta: dict) -> str:
         f"  {'concept':>8} " + " ".join(f"t={t:<4}" for t in ts) + "  mean",
     ]
     for name, errs in meta["errors"]["rows"].items():
-        lines.append(f"  {name:>8} " + " ".join(f"{e:6.3f}" for e in errs) + f"  {np.mean(errs):.3f}")
+        lines.append(
+            f"  {name:>8} " + " ".join(f"{e:6.3f}" for e in errs) + f"  {np.mean(errs):.3f}"
+        )
     return "\n".join(lines)

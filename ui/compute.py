@@ -29,7 +29,9 @@ BG_RES = 120
 SCORE_LABELS = {"exact": "exact oracle", "learned": "learned net", "weak": "weak net"}
 WEIGHT_KEYS = ("lam_neg", "scale_neg", "lam_pos", "scale_pos")
 # Memory bounds per server process (all sessions together); README "Deployment" lists them.
-CACHE_ENTRIES = int(os.environ.get("TOYDIFF_CACHE_ENTRIES", "48"))  # sampler runs (~1 MB each), metrics
+CACHE_ENTRIES = int(
+    os.environ.get("TOYDIFF_CACHE_ENTRIES", "48")
+)  # sampler runs (~1 MB each), metrics
 CACHE_TTL = float(os.environ.get("TOYDIFF_CACHE_TTL", "0")) or None  # seconds; 0 = no expiry
 RESOURCE_ENTRIES = int(os.environ.get("TOYDIFF_RESOURCE_ENTRIES", "32"))  # mixtures, denoisers
 
@@ -77,7 +79,11 @@ def load_denoiser(key: str, score: str, delta: float, net: str | None = None):
         score = "learned"  # the session net is gone (store full): say so below
     preset = key if key in toydiff.PRESETS else None
     scene = Scene(
-        preset=preset, mixture=None if preset else json.loads(key), score=score, delta=delta, negative=None
+        preset=preset,
+        mixture=None if preset else json.loads(key),
+        score=score,
+        delta=delta,
+        negative=None,
     )
     try:
         if net is not None:
@@ -109,7 +115,9 @@ def simulate(scene_json: str, net: str | None = None) -> dict:
         scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix), scene.knobs()
     )  # toydiff.run without the metrics: they come later
     traj = np.asarray(result.traj, np.float32)  # (S+1, N, 2)
-    idx = np.unique(np.linspace(0, scene.steps, min(scene.steps + 1, MAX_FRAMES)).round().astype(int))
+    idx = np.unique(
+        np.linspace(0, scene.steps, min(scene.steps + 1, MAX_FRAMES)).round().astype(int)
+    )
     ts = np.append(schedule.timesteps(scene.steps), -1)  # state j sits at timestep ts[j]; -1 = x̂0
     x0 = traj[-1]
     lim = fields.extent(mix)
@@ -137,11 +145,15 @@ def metrics_of(scene_json: str, net: str | None = None) -> dict:
     """metrics.evaluate of the scene's final samples (exact densities; ~0.1 s, so after the figures)."""
     scene = Scene.from_json(scene_json)
     x0 = simulate(scene_json, net)["x0_raw"]
-    return metrics.evaluate(mixture_of(scene), x0, scene.positive, scene.negative, threshold_of(scene))
+    return metrics.evaluate(
+        mixture_of(scene), x0, scene.positive, scene.negative, threshold_of(scene)
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def background(key: str, positive: str | None, negative: str | None, lim: float | None = None) -> dict:
+def background(
+    key: str, positive: str | None, negative: str | None, lim: float | None = None
+) -> dict:
     """Grid densities at t = 0 over [−lim, lim]² (default: the data's extent): log p(x),
     p(negative | x) and the ideal target log p(x | p, ¬n)."""
     mix = load_mixture(key)
@@ -153,7 +165,9 @@ def background(key: str, positive: str | None, negative: str | None, lim: float 
         u=np.linspace(-lim, lim, BG_RES, dtype=np.float32),
         lim=lim,
         log_p=np.asarray(exact.log_prob(mix, g)).reshape(shape),
-        p_neg=None if negative is None else np.asarray(exact.posterior(mix, g, 1.0, negative)).reshape(shape),
+        p_neg=None
+        if negative is None
+        else np.asarray(exact.posterior(mix, g, 1.0, negative)).reshape(shape),
         log_p_target=np.asarray(target).reshape(shape),
     )
 
@@ -167,6 +181,11 @@ def field_at(scene_json: str, t: int, net: str | None = None) -> dict:
     den, _ = load_denoiser(mix_key(scene), scene.score, scene.delta, net)
     lim = fields.extent(mix)
     out = fields.field(
-        scene.sampler_config(), den, scene.cond(mix), scene.knobs(), fields.grid(lim, FIELD_RES), float(t)
+        scene.sampler_config(),
+        den,
+        scene.cond(mix),
+        scene.knobs(),
+        fields.grid(lim, FIELD_RES),
+        float(t),
     )
     return {k: np.asarray(v, np.float32) for k, v in out.items()}

@@ -71,7 +71,9 @@ def share_ui(pair: dict):
         help="Where a one-column scene file is loaded.",
     )
     if upload is not None and st.button(
-        "Apply the uploaded scene", key="upload.apply", help="Replace the current settings with the file's."
+        "Apply the uploaded scene",
+        key="upload.apply",
+        help="Replace the current settings with the file's.",
     ):
         try:
             text = upload.getvalue()[: scenes.MAX_QUERY_CHARS].decode("utf-8", errors="replace")
@@ -170,7 +172,9 @@ def sweep_ui(pair: dict, net, denoiser_for):
         "per column, each in one vmapped sampler call, then exact metrics.",
     ):
         bar = st.progress(0.0, text="sweeping γ…")
-        rows, seconds = run_pair_sweep(pair, taus, lambda f: bar.progress(min(f, 1.0), text="sweeping γ…"))
+        rows, seconds = run_pair_sweep(
+            pair, taus, lambda f: bar.progress(min(f, 1.0), text="sweeping γ…")
+        )
         bar.progress(1.0, text=f"done in {seconds:.1f} s")
         st.session_state["sweep"] = (key, rows, seconds)
     stored = st.session_state.get("sweep")
@@ -247,13 +251,17 @@ def scene_title(scene: Scene, m: dict) -> str:
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
-def _outcome_file(scene_json: str, samples: str, _x0, fmt: str, _mix, threshold: float, title: str) -> bytes:
+def _outcome_file(
+    scene_json: str, samples: str, _x0, fmt: str, _mix, threshold: float, title: str
+) -> bytes:
     scene = Scene.from_json(scene_json)
     return figure_bytes(export.samples_figure(_mix, _x0, scene.negative, threshold, title), fmt)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _animation_file(scene_json: str, samples: str, _frames, fmt: str, _mix, threshold: float, title: str) -> bytes:
+def _animation_file(
+    scene_json: str, samples: str, _frames, fmt: str, _mix, threshold: float, title: str
+) -> bytes:
     scene = Scene.from_json(scene_json)
     return animation_bytes(export.animation(_mix, _frames, scene.negative, threshold, title), fmt)
 
@@ -302,7 +310,9 @@ def export_ui(pair: dict, runs: dict, values: dict, mixture_of, threshold_of):
         for cell, fmt, mime in zip(row[3:], ("gif", "mp4"), ("image/gif", "video/mp4")):
             cell.download_button(
                 fmt.upper(),
-                functools.partial(_animation_file, key, samples, run["frames"], fmt, mix, thr, title),
+                functools.partial(
+                    _animation_file, key, samples, run["frames"], fmt, mix, thr, title
+                ),
                 f"{side}_{scene.method}.{fmt}",
                 mime,
                 key=f"dl.{side}.{fmt}",

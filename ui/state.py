@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 
+import numpy as np
 import streamlit as st
 
 from toydiff import guidance, scenes
@@ -60,7 +61,9 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
     key = data_key()
     ss[f"positive.{key}"], ss[f"negative.{key}"] = left.positive, left.negative
     ss["score"] = (
-        left.score if left.score != "learned" or not ss.get("score", "").startswith("net:") else ss["score"]
+        left.score
+        if left.score != "learned" or not ss.get("score", "").startswith("net:")
+        else ss["score"]
     )
     for k in ("delta", "eta"):
         ss[k] = float(getattr(left, k))
@@ -155,3 +158,18 @@ def write_url(pair: dict, present: bool) -> dict[str, str]:
 def widget_kwargs(key: str, **default) -> dict:
     """`default` (value=/index=) only when the key has no state yet: Streamlit warns about both."""
     return {} if key in st.session_state else default
+
+
+def log_values(lo: float, hi: float, default: float) -> list[float]:
+    """Round numbers 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k in [lo, hi] (0 first if lo = 0)."""
+    start = lo if lo > 0 else hi / 200
+    decades = range(int(np.floor(np.log10(start))), int(np.ceil(np.log10(hi))) + 1)
+    nice = [
+        float(f"{m * 10.0**k:.6g}") for k in decades for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)
+    ]
+    values = (
+        [v for v in nice if start <= v <= hi]
+        + [float(default), float(hi)]
+        + ([0.0] if lo == 0 else [])
+    )
+    return sorted(set(values))

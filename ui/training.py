@@ -73,7 +73,10 @@ def editor_ui(mix: Mixture):
     )
     concepts = [c.strip() for c in text.split(",") if c.strip()]
     frame = st.data_editor(
-        mixture_frame(mix, concepts), num_rows="dynamic", key=f"edit.table.{base}.{text}", width="stretch"
+        mixture_frame(mix, concepts),
+        num_rows="dynamic",
+        key=f"edit.table.{base}.{text}",
+        width="stretch",
     )
     st.caption(
         "Covariance [[var_x, cov_xy], [cov_xy, var_y]] must be positive definite; weights > 0 "
@@ -147,7 +150,12 @@ def train_net(mix: Mixture, steps: int, seed: int = 0, progress=None) -> dict:
     seconds = time.perf_counter() - start
     errors = train.error_table(mix, ts.ema, net_config)
     return dict(
-        params=ts.ema, config=net_config, errors=errors, seconds=seconds, loss=float(loss), steps=steps
+        params=ts.ema,
+        config=net_config,
+        errors=errors,
+        seconds=seconds,
+        loss=float(loss),
+        steps=steps,
     )
 
 
@@ -167,12 +175,15 @@ def train_ui(common: dict, mix: Mixture):
         key="train.steps",
         help="Batches of 512; ≈ 1000 steps/s on two CPU cores after a compile.",
     )
-    seed = c2.number_input("seed", 0, 2**31 - 1, 0, key="train.seed", help="Initialisation and batches.")
+    seed = c2.number_input(
+        "seed", 0, 2**31 - 1, 0, key="train.seed", help="Initialisation and batches."
+    )
     if c3.button("Train", key="train.run", type="primary", help="Start training (≈ 5–20 s)."):
         bar = st.progress(0.0, text="compiling…")
         out = train_net(mix, int(steps), int(seed), lambda f, text: bar.progress(f, text=text))
         bar.progress(
-            1.0, text=f"trained {out['steps']} steps in {out['seconds']:.1f} s, loss {out['loss']:.4f}"
+            1.0,
+            text=f"trained {out['steps']} steps in {out['seconds']:.1f} s, loss {out['loss']:.4f}",
         )
         net = f"net:{uuid.uuid4().hex[:8]}"
         store = _store()

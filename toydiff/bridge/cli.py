@@ -17,24 +17,42 @@ WHERE = "a diffusers folder (model_index.json, unet/, vae/, text_encoder/, token
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Adds the bridge's arguments to its subparser."""
-    p.add_argument("family", choices=("sd",), help="sd: Stable Diffusion 1.5 or SDXL (auto-detected)")
+    p.add_argument(
+        "family", choices=("sd",), help="sd: Stable Diffusion 1.5 or SDXL (auto-detected)"
+    )
     p.add_argument("--model", required=True, help="hub id (owner/name) or local diffusers folder")
     p.add_argument("--prompt", default="", help="positive prompt (default: none)")
     p.add_argument("--negative", required=True, help="negative prompt")
-    p.add_argument("--rules", default="ncfg,ccfg,dng,sd_negative", help="comma-separated guidance rules")
+    p.add_argument(
+        "--rules", default="ncfg,ccfg,dng,sd_negative", help="comma-separated guidance rules"
+    )
     p.add_argument("--gamma", type=float, default=7.5, help="guidance scale γ for every rule")
-    p.add_argument("--tau", type=float, default=0.2, help="CCFG temperature τ (official: 0.2 on SD latents)")
-    p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
-                   help="any other rule knob, e.g. prior=0.05 or w_neg=1 (repeatable)")
+    p.add_argument(
+        "--tau", type=float, default=0.2, help="CCFG temperature τ (official: 0.2 on SD latents)"
+    )
+    p.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other rule knob, e.g. prior=0.05 or w_neg=1 (repeatable)",
+    )
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     p.add_argument("--seeds", default="0-7", help="seeds: 0-7, 0,3,5 or a mix")
     p.add_argument("--batch", type=int, default=4, help="seeds per UNet call (3 branches each)")
-    p.add_argument("--null", choices=("empty", "zeros"), default="empty",
-                   help='∅ branch: the encoding of "" (CCFG code) or zeros (SDXL default)')
+    p.add_argument(
+        "--null",
+        choices=("empty", "zeros"),
+        default="empty",
+        help='∅ branch: the encoding of "" (CCFG code) or zeros (SDXL default)',
+    )
     p.add_argument("--offline", action="store_true", help="never download (as HF_HUB_OFFLINE=1)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--save-images", action="store_true",
-                   help="also write images.npz: rule -> (seeds, H, W, 3) float images in [0, 1]")
+    p.add_argument(
+        "--save-images",
+        action="store_true",
+        help="also write images.npz: rule -> (seeds, H, W, 3) float images in [0, 1]",
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -99,14 +117,20 @@ def _merge(infos: list[dict]) -> dict:
     """Per-step info of several seed batches, joined along the seed axis."""
     import numpy as np
 
-    return {k: infos[0][k] if k == "t" else np.concatenate([i[k] for i in infos], 1) for k in infos[0]}
+    return {
+        k: infos[0][k] if k == "t" else np.concatenate([i[k] for i in infos], 1) for k in infos[0]
+    }
 
 
 def _jsonable(info: dict) -> dict:
     """Nested lists with non-finite numbers as null."""
     clean = lambda x: x if math.isfinite(x) else None
-    return {k: [clean(float(x)) for x in v] if v.ndim == 1 else [[clean(float(x)) for x in row] for row in v]
-            for k, v in info.items()}
+    return {
+        k: [clean(float(x)) for x in v]
+        if v.ndim == 1
+        else [[clean(float(x)) for x in row] for row in v]
+        for k, v in info.items()
+    }
 
 
 def run(args) -> None:
@@ -129,7 +153,9 @@ def run(args) -> None:
     write(args, seeds, images, infos, knobs, sd.is_xl(pipe))
 
 
-def generate_all(args, pipe, rules: list[str], seeds: list[int], extra: dict) -> tuple[dict, dict, dict]:
+def generate_all(
+    args, pipe, rules: list[str], seeds: list[int], extra: dict
+) -> tuple[dict, dict, dict]:
     """(images, infos, knobs), each rule -> value: (B, H, W, 3) images, (S, B) info, the rule's knobs."""
     import numpy as np
 
@@ -138,9 +164,20 @@ def generate_all(args, pipe, rules: list[str], seeds: list[int], extra: dict) ->
     images, infos, knobs = {}, {}, {}
     for name in rules:
         knobs[name] = loop.default_knobs(name, gamma=args.gamma, tau=args.tau, **extra)
-        batches = [seeds[i:i + args.batch] for i in range(0, len(seeds), args.batch)]
-        outs = [sd.generate(pipe, args.prompt, args.negative, name, knobs[name], b, steps=args.steps,
-                            null=args.null) for b in batches]
+        batches = [seeds[i : i + args.batch] for i in range(0, len(seeds), args.batch)]
+        outs = [
+            sd.generate(
+                pipe,
+                args.prompt,
+                args.negative,
+                name,
+                knobs[name],
+                b,
+                steps=args.steps,
+                null=args.null,
+            )
+            for b in batches
+        ]
         images[name] = np.concatenate([o[0] for o in outs])
         infos[name] = _merge([o[1] for o in outs])
     return images, infos, knobs
@@ -155,8 +192,15 @@ def write(args, seeds: list[int], images: dict, infos: dict, knobs: dict, xl: bo
     title = f"{args.prompt!r}  not {args.negative!r}  γ={args.gamma:g}  τ={args.tau:g}  {args.steps} steps"
     figures.grid(images, seeds, title).savefig(out / "grid.png", dpi=100)
     figures.weights(infos).savefig(out / "weights.png", dpi=100)
-    meta = {"model": args.model, "prompt": args.prompt, "negative": args.negative, "seeds": seeds,
-            "steps": args.steps, "null": args.null, "xl": xl}
+    meta = {
+        "model": args.model,
+        "prompt": args.prompt,
+        "negative": args.negative,
+        "seeds": seeds,
+        "steps": args.steps,
+        "null": args.null,
+        "xl": xl,
+    }
     rules_json = {n: {"knobs": knobs[n], **_jsonable(infos[n])} for n in images}
     (out / "diagnostics.json").write_text(json.dumps({**meta, "rules": rules_json}, indent=1))
     if getattr(args, "save_images", False):
@@ -174,23 +218,33 @@ def digits_main(argv: list[str]) -> int:
     """`python -m toydiff bridge digits-train|digits-table --out DIR`: digits UNet, judge and table."""
     p = argparse.ArgumentParser(prog="python -m toydiff bridge", description=digits_main.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("digits-train", help="train the digits UNet and judge (writes digits_{unet,judge}.*)")
+    t = sub.add_parser(
+        "digits-train", help="train the digits UNet and judge (writes digits_{unet,judge}.*)"
+    )
     t.add_argument("--out", default="pretrained", help="output folder (default pretrained/)")
     t.add_argument("--steps", type=int, default=4000, help="UNet training steps")
     t.add_argument("--batch", type=int, default=64, help="UNet batch size")
     t.add_argument("--judge-epochs", type=int, default=25)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2, help="torch threads")
-    s = sub.add_parser("digits-table", help="class-removal table: every negative rule × γ × removed class")
-    s.add_argument("--out", required=True, help="output folder (digits_table.md/.json, digits_pareto.png)")
+    s = sub.add_parser(
+        "digits-table", help="class-removal table: every negative rule × γ × removed class"
+    )
+    s.add_argument(
+        "--out", required=True, help="output folder (digits_table.md/.json, digits_pareto.png)"
+    )
     s.add_argument("--classes", default="0-9", help="removed classes: 0-9, 0,3,5 or a mix")
     s.add_argument("--n", type=int, default=300, help="samples per removed class and setting")
     s.add_argument("--steps", type=int, default=50, help="DDIM steps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch", type=int, default=1000, help="samples per UNet call")
     s.add_argument("--threads", type=int, default=2, help="torch threads")
-    s.add_argument("--unet", default=None, help="UNet checkpoint stem (default pretrained/digits_unet)")
-    s.add_argument("--judge", default=None, help="judge checkpoint stem (default pretrained/digits_judge)")
+    s.add_argument(
+        "--unet", default=None, help="UNet checkpoint stem (default pretrained/digits_unet)"
+    )
+    s.add_argument(
+        "--judge", default=None, help="judge checkpoint stem (default pretrained/digits_judge)"
+    )
     import sys
 
     args = p.parse_args(argv)
@@ -202,8 +256,15 @@ def digits_main(argv: list[str]) -> int:
         if args.command == "digits-train":
             from . import digits
 
-            digits.train_all(args.out, args.steps, args.batch, judge_epochs=args.judge_epochs, seed=args.seed,
-                             threads=args.threads, log=lambda m: print(m, flush=True))
+            digits.train_all(
+                args.out,
+                args.steps,
+                args.batch,
+                judge_epochs=args.judge_epochs,
+                seed=args.seed,
+                threads=args.threads,
+                log=lambda m: print(m, flush=True),
+            )
         else:
             import shlex
 
@@ -212,8 +273,17 @@ def digits_main(argv: list[str]) -> int:
             classes = parse_seeds(args.classes)
             if any(c > 9 for c in classes) or args.n < 2 or args.steps < 1:
                 raise ValueError("--classes must lie in 0-9, --n >= 2 and --steps >= 1")
-            record = table.run(args.out, classes, args.n, args.steps, args.seed, batch=args.batch,
-                               unet_stem=args.unet, judge_stem=args.judge, log=lambda m: print(m, flush=True))
+            record = table.run(
+                args.out,
+                classes,
+                args.n,
+                args.steps,
+                args.seed,
+                batch=args.batch,
+                unet_stem=args.unet,
+                judge_stem=args.judge,
+                log=lambda m: print(m, flush=True),
+            )
             command = "python -m toydiff bridge " + shlex.join(argv)
             for path in table.write(record, args.out, command):
                 print(f"wrote {path}")

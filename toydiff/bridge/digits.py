@@ -62,7 +62,9 @@ def load(split: str = "all") -> tuple[np.ndarray, np.ndarray]:
     y = d.target.astype(np.int64)
     if split == "all":
         return x, y
-    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(y)), test_size=0.2, stratify=y, random_state=0
+    )
     idx = idx_train if split == "train" else idx_test
     return x[idx], y[idx]
 
@@ -193,7 +195,9 @@ def make_scheduler(kind: str = "ddim"):
     if kind == "ddim":
         return DDIMScheduler(**SCHEDULER_CONFIG)
     if kind == "ddpm":
-        return DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+        return DDPMScheduler(
+            **{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"}
+        )
     raise ValueError(f"scheduler must be 'ddim' or 'ddpm', not {kind!r}")
 
 
@@ -306,7 +310,11 @@ def _load(stem, kind: str, build) -> tuple[nn.Module, dict]:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{meta_path}: unreadable metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("kind") != kind or meta.get("format_version") != FORMAT_VERSION:
+    if (
+        not isinstance(meta, dict)
+        or meta.get("kind") != kind
+        or meta.get("format_version") != FORMAT_VERSION
+    ):
         raise ValueError(f"{meta_path}: not a {kind} checkpoint of format {FORMAT_VERSION}")
     if meta.get("weights_sha256") != _sha(weights):
         raise ValueError(
@@ -322,7 +330,9 @@ def _load(stem, kind: str, build) -> tuple[nn.Module, dict]:
         k for k in expected if k in state and state[k].shape != expected[k].shape
     ]
     if bad:
-        raise ValueError(f"{weights}: weights do not fit the {kind} architecture ({', '.join(bad[:3])} ...)")
+        raise ValueError(
+            f"{weights}: weights do not fit the {kind} architecture ({', '.join(bad[:3])} ...)"
+        )
     net.load_state_dict(state)
     return net.eval(), meta
 
@@ -369,7 +379,9 @@ def eps_fn(unet, pos, neg) -> loop.EpsFn:
             same.append(i if j is None else j)
             if j is None:
                 distinct.append(i)
-        out = unet(torch.cat([x] * len(distinct)), t, class_labels=torch.cat([labels[i] for i in distinct]))
+        out = unet(
+            torch.cat([x] * len(distinct)), t, class_labels=torch.cat([labels[i] for i in distinct])
+        )
         chunks = dict(zip(distinct, out.sample.chunk(len(distinct))))
         return {name: chunks[same[i]] for i, name in enumerate(loop.BRANCHES)}
 
@@ -408,7 +420,9 @@ def sample(
         res = loop.sample(fn, sched, noise[sl], sched.timesteps, rule, knobs, hook=hook)
         images.append(res.latents.clamp(-1, 1))
         infos.append(res.info)
-    info = {k: infos[0][k] if k == "t" else np.concatenate([f[k] for f in infos], 1) for k in infos[0]}
+    info = {
+        k: infos[0][k] if k == "t" else np.concatenate([f[k] for f in infos], 1) for k in infos[0]
+    }
     return torch.cat(images), info
 
 

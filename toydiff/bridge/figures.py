@@ -7,8 +7,11 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 
 from .. import guidance
 
-PANELS = (("scale_neg", "negative scale γλ⁻"), ("d_neg_sq", "‖Δ_n‖² = ‖ε_n − ε_∅‖²"),
-          ("p_neg", "DNG's tracked p(n | x_t)"))
+PANELS = (
+    ("scale_neg", "negative scale γλ⁻"),
+    ("d_neg_sq", "‖Δ_n‖² = ‖ε_n − ε_∅‖²"),
+    ("p_neg", "DNG's tracked p(n | x_t)"),
+)
 
 
 def grid(images: dict, seeds: list[int], title: str = "") -> Figure:
@@ -36,7 +39,9 @@ def weights(infos: dict) -> Figure:
         for i, (name, info) in enumerate(infos.items()):
             if key in info:
                 v = np.asarray(info[key], np.float64)  # (S, B)
-                ls = ("-", "--", ":", "-.")[i % 4]  # rules with equal weights (nCFG, SD) stay visible
+                ls = ("-", "--", ":", "-.")[
+                    i % 4
+                ]  # rules with equal weights (nCFG, SD) stay visible
                 ax.plot(info["t"], v.mean(1), ls=ls, label=guidance.RULES[name].label)
                 ax.fill_between(info["t"], v.min(1), v.max(1), alpha=0.2)
         ax.set_title(label, fontsize=10)

@@ -65,26 +65,42 @@ def dng_step(p_neg, x_t, eps, branches, ab, ab_next, knobs) -> torch.Tensor:
     # DDIM means from the scheduler's ᾱ, whatever scheduler moves the latents: x_t cancels out of
     # ‖x'−μ_n‖² − ‖x'−μ_∅‖², so p_t is the same for DDIM, Euler or PNDM given the same branches.
     mean = lambda e: _ddim_mean(x_t.float(), e.float(), ab, ab_next)
-    sigma2 = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=1e-12)  # DDPM reverse variance
+    sigma2 = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(
+        min=1e-12
+    )  # DDPM reverse variance
     state = {k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")}
-    return guidance.dng_update(p_neg, mean(eps), mean(branches["neg"]), mean(branches["uncond"]), sigma2,
-                               **state)
+    return guidance.dng_update(
+        p_neg, mean(eps), mean(branches["neg"]), mean(branches["uncond"]), sigma2, **state
+    )
 
 
 def _alpha_bars(scheduler, timesteps, i):
     """(ᾱ_t, ᾱ_t') in float64 for step i; ᾱ = 1 after the last step, as in the toy sampler."""
     abs_ = scheduler.alphas_cumprod.double()
     ab = abs_[int(timesteps[i])]
-    ab_next = abs_[int(timesteps[i + 1])] if i + 1 < len(timesteps) else torch.ones((), dtype=abs_.dtype)
+    ab_next = (
+        abs_[int(timesteps[i + 1])] if i + 1 < len(timesteps) else torch.ones((), dtype=abs_.dtype)
+    )
     return ab, ab_next
 
 
 @torch.no_grad()
-def sample(eps_fn: EpsFn, scheduler, latents, timesteps, rule: str, knobs: dict, *, step_kwargs=None,
-           hook: Hook | None = None) -> LoopResult:
+def sample(
+    eps_fn: EpsFn,
+    scheduler,
+    latents,
+    timesteps,
+    rule: str,
+    knobs: dict,
+    *,
+    step_kwargs=None,
+    hook: Hook | None = None,
+) -> LoopResult:
     """Denoises latents with the guided rule; DNG's p_t rides along like the toy sampler's carry."""
     r = bridge_rule(rule)
-    p_neg = torch.full(latents.shape[:1], knobs.get("prior", 0.0), dtype=torch.float32, device=latents.device)
+    p_neg = torch.full(
+        latents.shape[:1], knobs.get("prior", 0.0), dtype=torch.float32, device=latents.device
+    )
     rows = []
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(latents, t)  # the VP x_t for Euler-type schedulers too
@@ -94,7 +110,9 @@ def sample(eps_fn: EpsFn, scheduler, latents, timesteps, rule: str, knobs: dict,
             hook(i, t, branches, eps, info)
         latents = scheduler.step(eps, t, latents, **(step_kwargs or {}), return_dict=False)[0]
         if r.state == "tracked":
-            ab, ab_next = (a.to(latents.device, torch.float32) for a in _alpha_bars(scheduler, timesteps, i))
+            ab, ab_next = (
+                a.to(latents.device, torch.float32) for a in _alpha_bars(scheduler, timesteps, i)
+            )
             p_neg = dng_step(p_neg, x_in, eps, branches, ab, ab_next, knobs)
         rows.append({k: v.float().cpu().numpy() for k, v in info.items()})
     info = {k: np.stack([row[k] for row in rows]) for k in rows[0]} if rows else {}

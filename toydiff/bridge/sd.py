@@ -27,7 +27,9 @@ def pick_device() -> torch.device:
     """CUDA when there is one, else the CPU with a warning (a real SD model is slow there)."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    warnings.warn("no CUDA device: running on the CPU (minutes per image at full size)", stacklevel=2)
+    warnings.warn(
+        "no CUDA device: running on the CPU (minutes per image at full size)", stacklevel=2
+    )
     return torch.device("cpu")
 
 
@@ -43,14 +45,19 @@ def load(model: str, device: torch.device | None = None, *, local_files_only: bo
     cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     dtype = torch.float16 if cuda else torch.float32
     try:
-        pipe = DiffusionPipeline.from_pretrained(os.path.expanduser(model), dtype=dtype,
-                                                 local_files_only=local_files_only)
+        pipe = DiffusionPipeline.from_pretrained(
+            os.path.expanduser(model), dtype=dtype, local_files_only=local_files_only
+        )
     except (OSError, ValueError) as e:  # hub errors are OSError; a malformed id is a ValueError
         first = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise ValueError(f"--model: cannot load {model} ({first}); download it once with network "
-                         f"(hf download {model}) or put {WHERE} at a local path") from None
+        raise ValueError(
+            f"--model: cannot load {model} ({first}); download it once with network "
+            f"(hf download {model}) or put {WHERE} at a local path"
+        ) from None
     if not hasattr(pipe, "encode_prompt") or not hasattr(pipe, "unet"):
-        raise ValueError(f"--model: {model} is a {type(pipe).__name__}, not a Stable Diffusion (XL) pipeline")
+        raise ValueError(
+            f"--model: {model} is a {type(pipe).__name__}, not a Stable Diffusion (XL) pipeline"
+        )
     return pipe.to(device or pick_device())  # the CPU warning only once the weights are there
 
 
@@ -59,7 +66,9 @@ def is_xl(pipe) -> bool:
     return hasattr(pipe, "_get_add_time_ids")
 
 
-def encode(pipe, prompt: str, negative: str, *, size: tuple[int, int], null: str = "empty") -> Prompts:
+def encode(
+    pipe, prompt: str, negative: str, *, size: tuple[int, int], null: str = "empty"
+) -> Prompts:
     """The ∅, positive and negative conditionings, encoded in one call of the pipeline's encode_prompt."""
     if null not in NULLS:
         raise ValueError(f"null: must be one of {', '.join(NULLS)}, got {null!r}")
@@ -68,11 +77,19 @@ def encode(pipe, prompt: str, negative: str, *, size: tuple[int, int], null: str
     if not is_xl(pipe):
         embeds, _ = pipe.encode_prompt(texts, device, 1, False)
         return Prompts(_null(embeds, null), None)
-    embeds, _, pooled, _ = pipe.encode_prompt(texts, device=device, num_images_per_prompt=1,
-                                              do_classifier_free_guidance=False)
-    proj = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 else int(pooled.shape[-1])
-    time_ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=embeds.dtype,  # no crop, as the stock default
-                                      text_encoder_projection_dim=proj)
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        texts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+    )
+    proj = (
+        pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 else int(pooled.shape[-1])
+    )
+    time_ids = pipe._get_add_time_ids(
+        size,
+        (0, 0),
+        size,
+        dtype=embeds.dtype,  # no crop, as the stock default
+        text_encoder_projection_dim=proj,
+    )
     added = {"text_embeds": _null(pooled, null), "time_ids": time_ids.to(device).repeat(3, 1)}
     return Prompts(_null(embeds, null), added)
 
@@ -85,12 +102,20 @@ def _null(x: torch.Tensor, null: str) -> torch.Tensor:
 def make_eps_fn(pipe, prompts: Prompts, batch: int) -> loop.EpsFn:
     """eps_fn(x, t) -> the three branches of `batch` latents from ONE UNet forward of 3·batch."""
     ctx = prompts.embeds.repeat_interleave(batch, dim=0)  # (3B, L, D): ∅×B, positive×B, negative×B
-    added = None if prompts.added is None else {k: v.repeat_interleave(batch, dim=0)
-                                                for k, v in prompts.added.items()}
+    added = (
+        None
+        if prompts.added is None
+        else {k: v.repeat_interleave(batch, dim=0) for k, v in prompts.added.items()}
+    )
 
     def eps_fn(x, t):
-        out = pipe.unet(torch.cat([x] * 3), t, encoder_hidden_states=ctx, added_cond_kwargs=added,
-                        return_dict=False)[0]
+        out = pipe.unet(
+            torch.cat([x] * 3),
+            t,
+            encoder_hidden_states=ctx,
+            added_cond_kwargs=added,
+            return_dict=False,
+        )[0]
         return dict(zip(loop.BRANCHES, out.chunk(3), strict=True))
 
     return eps_fn
@@ -106,7 +131,9 @@ def default_size(pipe) -> tuple[int, int]:
 def decode(pipe, latents: torch.Tensor):
     """(B, H, W, 3) float images in [0, 1]: the pipeline's own VAE decode, safety checker and postprocess."""
     vae = pipe.vae
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)  # SDXL VAE overflows
+    upcast = vae.dtype == torch.float16 and getattr(
+        vae.config, "force_upcast", False
+    )  # SDXL VAE overflows
     if upcast:
         vae.to(torch.float32)
     z = latents.to(vae.dtype)
@@ -129,9 +156,21 @@ def decode(pipe, latents: torch.Tensor):
 
 
 @torch.no_grad()
-def generate(pipe, prompt: str, negative: str, rule: str, knobs: dict, seeds, *, steps: int = 50,
-             size: tuple[int, int] | None = None, null: str = "empty", eta: float = 0.0, hook=None,
-             output_type: str = "np"):
+def generate(
+    pipe,
+    prompt: str,
+    negative: str,
+    rule: str,
+    knobs: dict,
+    seeds,
+    *,
+    steps: int = 50,
+    size: tuple[int, int] | None = None,
+    null: str = "empty",
+    eta: float = 0.0,
+    hook=None,
+    output_type: str = "np",
+):
     """(images (B, H, W, 3) in [0, 1], or latents with output_type="latent"; per-step info), one per seed."""
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
@@ -146,9 +185,20 @@ def generate(pipe, prompt: str, negative: str, rule: str, knobs: dict, seeds, *,
         scheduler.set_begin_index(0)
     # one CPU generator per seed: a seed gives the same x_T whatever the batch and the device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    latents = pipe.prepare_latents(len(gens), pipe.unet.config.in_channels, *size, prompts.embeds.dtype,
-                                   device, gens)
+    latents = pipe.prepare_latents(
+        len(gens), pipe.unet.config.in_channels, *size, prompts.embeds.dtype, device, gens
+    )
     eps_fn = make_eps_fn(pipe, prompts, len(gens))
-    result = loop.sample(eps_fn, scheduler, latents, timesteps, rule, knobs,
-                         step_kwargs=pipe.prepare_extra_step_kwargs(gens, eta), hook=hook)
-    return (result.latents if output_type == "latent" else decode(pipe, result.latents)), result.info
+    result = loop.sample(
+        eps_fn,
+        scheduler,
+        latents,
+        timesteps,
+        rule,
+        knobs,
+        step_kwargs=pipe.prepare_extra_step_kwargs(gens, eta),
+        hook=hook,
+    )
+    return (
+        result.latents if output_type == "latent" else decode(pipe, result.latents)
+    ), result.info

@@ -40,7 +40,9 @@ def load_parts(paths: list[Path], rules: list[str]) -> tuple[list[int], dict, di
     for name in rules:
         images[name] = np.concatenate([p[f"{name}/images"] for p in parts])
         prefix = f"{name}/"
-        keys = [k[len(prefix) :] for k in parts[0] if k.startswith(prefix) and k != f"{name}/images"]
+        keys = [
+            k[len(prefix) :] for k in parts[0] if k.startswith(prefix) and k != f"{name}/images"
+        ]
         infos[name] = cli._merge([{k: p[prefix + k] for k in keys} for p in parts])
     return seeds, images, infos
 
@@ -54,7 +56,9 @@ def run(args, rules: list[str], seeds: list[int], extra: dict) -> None:
         loop.bridge_rule(name)  # before the (slow) model load
     pipe = sd.load(args.model, state.device, local_files_only=True if args.offline else None)
     with state.split_between_processes(seeds) as mine:  # contiguous, in rank order
-        images, infos, knobs = cli.generate_all(args, pipe, rules, mine, extra) if mine else ({}, {}, {})
+        images, infos, knobs = (
+            cli.generate_all(args, pipe, rules, mine, extra) if mine else ({}, {}, {})
+        )
         save_part(part_path(args.out, state.process_index), mine, images, infos)
     state.wait_for_everyone()
     if state.is_main_process:
@@ -62,6 +66,8 @@ def run(args, rules: list[str], seeds: list[int], extra: dict) -> None:
         merged_seeds, images, infos = load_parts(paths, rules)  # knobs: rank 0 always has seeds
         assert merged_seeds == seeds, (merged_seeds, seeds)  # every seed once, in order
         cli.write(args, seeds, images, infos, knobs, sd.is_xl(pipe))
-        shutil.rmtree(Path(args.out) / "parts")  # the output folder then holds what a single run writes
+        shutil.rmtree(
+            Path(args.out) / "parts"
+        )  # the output folder then holds what a single run writes
     state.wait_for_everyone()
     state.destroy_process_group()

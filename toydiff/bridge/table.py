@@ -26,7 +26,10 @@ DEFAULT_GRID = {
     "sd_negative": [{"gamma": g} for g in (1.5, 2.0)],
     "ccfg": [{"gamma": g, "tau": 2.0} for g in (1.5, 2.0, 3.0, 4.0)]
     + [{"gamma": g, "tau": 5.0} for g in (4.0, 6.0)],
-    "dng": [{"gamma": g, "prior": 0.1, "temp": 1.0, "offset": 0.0, "p_max": 0.8} for g in (5.0, 10.0, 20.0)],
+    "dng": [
+        {"gamma": g, "prior": 0.1, "temp": 1.0, "offset": 0.0, "p_max": 0.8}
+        for g in (5.0, 10.0, 20.0)
+    ],
 }
 
 
@@ -97,7 +100,9 @@ def run(
     x_all, y_all = digits.load("all")
     _, _, real_feats = digits.judge_images(judge, torch.from_numpy(x_all))
     classes = [int(c) for c in classes]
-    neg = np.repeat(classes, n)  # one block of n samples per removed class, same noise for every rule
+    neg = np.repeat(
+        classes, n
+    )  # one block of n samples per removed class, same noise for every rule
     t0 = time.time()
     settings = [("none", {})] + [(r, k) for r in RULE_ORDER if r in grid for k in grid[r]]
     results = []
@@ -158,7 +163,8 @@ def run(
 def matched(results: list[dict], name: str, target: float) -> dict | None:
     """KL, FD, off and pile of a series, interpolated linearly in removal to target (None: unreached)."""
     rows = sorted(
-        (r for r in results if r["rule"] != "none" and series(r) == name), key=lambda r: r["removal"]
+        (r for r in results if r["rule"] != "none" and series(r) == name),
+        key=lambda r: r["removal"],
     )
     rem = np.array([r["removal"] for r in rows])
     if not len(rows) or rem.max() < target:
@@ -201,11 +207,16 @@ def auto_notes(record: dict) -> str:
         "resolved by this table."
     )
     best = {
-        r: max((x["removal"] for x in res if x["rule"] != "none" and series(x) == r), default=float("nan"))
+        r: max(
+            (x["removal"] for x in res if x["rule"] != "none" and series(x) == r),
+            default=float("nan"),
+        )
         for r in names
     }
     out.append(
-        "- Best mean removal per rule: " + ", ".join(f"{r} {100 * v:.1f} %" for r, v in best.items()) + "."
+        "- Best mean removal per rule: "
+        + ", ".join(f"{r} {100 * v:.1f} %" for r, v in best.items())
+        + "."
     )
     out += [
         "- The positive branch is the null class, so Δ_p = 0: nCFG is ε_∅ − γΔ_n, and sd_negative "
@@ -285,7 +296,8 @@ def markdown(record: dict, command: str, notes: str = "") -> str:
             lines.append(
                 f"| {rule} ({_knobs(r['knobs'])}) | "
                 + " | ".join(
-                    f"{100 * p['removal']:.0f} / {p['kl']:.2f} / {p['fd']:.1f}" for p in r["per_class"]
+                    f"{100 * p['removal']:.0f} / {p['kl']:.2f} / {p['fd']:.1f}"
+                    for p in r["per_class"]
                 )
                 + " |"
             )
@@ -306,11 +318,17 @@ def pareto(record: dict):
     for ax, key, name in zip(
         axes, ("fd", "kl"), ("Fréchet distance (judge features)", "KL to ideal histogram")
     ):
-        base = res[0]  # unguided: removal ≈ 0, drawn as a level so the x-axis can zoom on the sweeps
-        ax.axhline(base[key], color="k", ls=":", lw=1, label=f"unguided ({base[key]:.3g}, removal ≈ 0)")
+        base = res[
+            0
+        ]  # unguided: removal ≈ 0, drawn as a level so the x-axis can zoom on the sweeps
+        ax.axhline(
+            base[key], color="k", ls=":", lw=1, label=f"unguided ({base[key]:.3g}, removal ≈ 0)"
+        )
         for rule in all_series(res):
             rows = [r for r in res if r["rule"] != "none" and series(r) == rule]
-            (line,) = ax.plot([100 * r["removal"] for r in rows], [r[key] for r in rows], "o-", label=rule)
+            (line,) = ax.plot(
+                [100 * r["removal"] for r in rows], [r[key] for r in rows], "o-", label=rule
+            )
             for r in rows:
                 ax.annotate(
                     f"γ={r['knobs']['gamma']:g}",
@@ -340,7 +358,9 @@ def write(record: dict, out, command: str, notes: str = "") -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "digits_table.md", out / "digits_table.json", out / "digits_pareto.png"]
-    paths[0].write_text(markdown(record, command, "\n".join(filter(None, (auto_notes(record), notes)))))
+    paths[0].write_text(
+        markdown(record, command, "\n".join(filter(None, (auto_notes(record), notes))))
+    )
     paths[1].write_text(json.dumps(record, indent=1) + "\n")
     pareto(record).savefig(paths[2], dpi=110)
     return paths

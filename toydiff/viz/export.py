@@ -18,7 +18,9 @@ def outcomes(mix: Mixture, x0, negative, threshold: float) -> np.ndarray:
     """(N,) labels: 'off-support' (log p below threshold or non-finite), 'leaked' (p(n|x) > ½), 'allowed'."""
     x0 = np.nan_to_num(np.asarray(x0, np.float32), nan=1e6, posinf=1e6, neginf=-1e6)
     log_p = np.asarray(exact.log_prob(mix, x0))
-    leaked = np.asarray(exact.posterior(mix, x0, 1.0, negative)) > 0.5 if negative is not None else 0
+    leaked = (
+        np.asarray(exact.posterior(mix, x0, 1.0, negative)) > 0.5 if negative is not None else 0
+    )
     return np.where(log_p < threshold, "off-support", np.where(leaked, "leaked", "allowed"))
 
 
@@ -54,7 +56,9 @@ def tradeoff_figure(rows: list[dict], x: str = "off_support", y: str = "leakage_
     for label, rs in curves.items():
         rs = sorted(rs, key=lambda r: r["gamma"])
         ax.plot([r[x] for r in rs], [r[y] for r in rs], "o-", ms=3, label=label)
-    ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title="γ sweep: removal vs quality")
+    ax.set(
+        xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title="γ sweep: removal vs quality"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -70,7 +74,7 @@ def animation(mix: Mixture, traj, negative, threshold: float, title: str = "", f
     fig = samples_figure(mix, traj[-1], negative, threshold, title)
     ax = fig.axes[0]
     colors = np.array([OUTCOME_COLORS[o] for o in outcomes(mix, traj[-1], negative, threshold)])
-    for coll in list(ax.collections)[-len(OUTCOME_COLORS):]:
+    for coll in list(ax.collections)[-len(OUTCOME_COLORS) :]:
         coll.remove()  # the static final scatter is replaced by the moving one
     scat = ax.scatter(traj[0, :, 0], traj[0, :, 1], s=3, c=colors)
     label = ax.text(0.02, 0.97, "", transform=ax.transAxes, va="top", fontsize=9)

@@ -105,7 +105,9 @@ def _layout(lim: float, title: str, height: int = 470, **extra) -> dict:
 
 
 def _contour(u, z, **kw) -> dict:
-    return dict(type="contour", x=_arr(u), y=_arr(u), z=_arr(z), showscale=False, hoverinfo="skip", **kw)
+    return dict(
+        type="contour", x=_arr(u), y=_arr(u), z=_arr(z), showscale=False, hoverinfo="skip", **kw
+    )
 
 
 def background_traces(u: np.ndarray, log_p: np.ndarray, p_neg: np.ndarray | None) -> list:
@@ -205,7 +207,9 @@ def trajectory_figure(
     data = [*bg, *extra, _points(frames[-1], labels), *_legend(labels)]
     k = len(bg) + len(extra)
     frame_list = [
-        dict(data=[dict(type="scattergl", x=_arr(f[:, 0]), y=_arr(f[:, 1]))], traces=[k], name=str(i))
+        dict(
+            data=[dict(type="scattergl", x=_arr(f[:, 0]), y=_arr(f[:, 1]))], traces=[k], name=str(i)
+        )
         for i, f in enumerate(frames)
     ]
     anim = dict(
@@ -214,7 +218,9 @@ def trajectory_figure(
         mode="immediate",
         fromcurrent=True,
     )
-    still = dict(frame=dict(duration=0, redraw=False), transition=dict(duration=0), mode="immediate")
+    still = dict(
+        frame=dict(duration=0, redraw=False), transition=dict(duration=0), mode="immediate"
+    )
     buttons = [
         dict(label="▶ play", method="animate", args=[None, anim]),
         dict(label="❚❚ pause", method="animate", args=[[None], still]),
@@ -256,7 +262,11 @@ def trajectory_figure(
                 font=dict(size=10),
                 currentvalue=dict(prefix="t = ", xanchor="right", font=dict(size=12)),
                 steps=[
-                    dict(label="x₀" if t < 0 else str(int(t)), method="animate", args=[[str(i)], still])
+                    dict(
+                        label="x₀" if t < 0 else str(int(t)),
+                        method="animate",
+                        args=[[str(i)], still],
+                    )
                     for i, t in enumerate(ts)
                 ],
             )
@@ -265,7 +275,9 @@ def trajectory_figure(
     return _figure(data, layout, frame_list)
 
 
-def _quiver(p: np.ndarray, v: np.ndarray, scale: float, cap: float) -> tuple[np.ndarray, np.ndarray]:
+def _quiver(
+    p: np.ndarray, v: np.ndarray, scale: float, cap: float
+) -> tuple[np.ndarray, np.ndarray]:
     """x, y of NaN-separated arrow segments (shaft and two head strokes) for points p, vectors v."""
     v = np.nan_to_num(v.astype(np.float64)) * scale
     norm = np.linalg.norm(v, axis=1, keepdims=True)
@@ -273,7 +285,11 @@ def _quiver(p: np.ndarray, v: np.ndarray, scale: float, cap: float) -> tuple[np.
     tip = p + v
     head = 0.3 * v
     rot = lambda a: np.stack(
-        [np.cos(a) * head[:, 0] - np.sin(a) * head[:, 1], np.sin(a) * head[:, 0] + np.cos(a) * head[:, 1]], 1
+        [
+            np.cos(a) * head[:, 0] - np.sin(a) * head[:, 1],
+            np.sin(a) * head[:, 0] + np.cos(a) * head[:, 1],
+        ],
+        1,
     )
     nan = np.full_like(p, np.nan)
     pts = np.stack([p, tip, nan, tip, tip - rot(0.45), nan, tip, tip - rot(-0.45), nan], 1)
@@ -335,7 +351,9 @@ def field_figure(
                 line=dict(width=1.2, color="rgba(203,24,29,0.8)", dash="dot"),
             )
         )
-    norms = [np.percentile(np.linalg.norm(np.nan_to_num(v), axis=1), 90) for _, v in arrows.values()]
+    norms = [
+        np.percentile(np.linalg.norm(np.nan_to_num(v), axis=1), 90) for _, v in arrows.values()
+    ]
     scale = 0.9 * spacing / max(max(norms, default=1.0), 1e-9)
     for name, (p, v) in arrows.items():
         x, y = _quiver(p, v, scale, 1.6 * spacing)
@@ -357,7 +375,9 @@ def weights_figure(ts: np.ndarray, stats: dict, title: str) -> go.Figure:
     """Per-step weights: mean line and 10–90 % band over samples; λ's on top, γλ's below."""
     data = []
     for key, (mean, lo, hi) in stats.items():
-        axes = dict(xaxis="x2", yaxis="y2") if key.startswith("scale") else dict(xaxis="x", yaxis="y")
+        axes = (
+            dict(xaxis="x2", yaxis="y2") if key.startswith("scale") else dict(xaxis="x", yaxis="y")
+        )
         color = WEIGHT_COLORS.get(key, "#333")
         data.append(
             dict(
@@ -392,7 +412,11 @@ def weights_figure(ts: np.ndarray, stats: dict, title: str) -> go.Figure:
         margin=dict(l=55, r=15, t=60, b=45),
         legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"),
         xaxis={**x, "anchor": "y", "showticklabels": False, "matches": "x2"},
-        xaxis2={**x, "anchor": "y2", "title": dict(text="timestep t  (sampling runs left → right)")},
+        xaxis2={
+            **x,
+            "anchor": "y2",
+            "title": dict(text="timestep t  (sampling runs left → right)"),
+        },
         yaxis=_axis(domain=[0.55, 1.0], rangemode="tozero", title=dict(text="weight λ")),
         yaxis2=_axis(domain=[0.0, 0.45], rangemode="tozero", title=dict(text="scale γλ")),
     )
@@ -416,11 +440,18 @@ def _alpha(hex_color: str, a: float) -> str:
 
 
 def outcome_figure(
-    u: np.ndarray, log_p_target: np.ndarray, x0: np.ndarray, labels: np.ndarray, lim: float, title: str
+    u: np.ndarray,
+    log_p_target: np.ndarray,
+    x0: np.ndarray,
+    labels: np.ndarray,
+    lim: float,
+    title: str,
 ) -> go.Figure:
     """Final samples, coloured by outcome, over the ideal target density p(x | p, ¬n)."""
     finite = np.isfinite(log_p_target)
-    dens = np.nan_to_num(np.exp(log_p_target - (np.max(log_p_target[finite]) if finite.any() else 0.0)))
+    dens = np.nan_to_num(
+        np.exp(log_p_target - (np.max(log_p_target[finite]) if finite.any() else 0.0))
+    )
     target = _contour(
         u,
         dens,
@@ -495,7 +526,9 @@ def sweep_figure(
         tau = r["tau"]
         curves.setdefault((r["side"], r["method"], None if tau != tau else tau), []).append(r)
     data, dashes = [], ["solid", "dot", "dash", "dashdot", "longdash"]
-    for i, ((side, method, tau), rs) in enumerate(sorted(curves.items(), key=lambda kv: str(kv[0]))):
+    for i, ((side, method, tau), rs) in enumerate(
+        sorted(curves.items(), key=lambda kv: str(kv[0]))
+    ):
         rs = sorted(rs, key=lambda r: r["gamma"])
         name = f"{side}: {method}" + ("" if tau is None else f" τ={tau:g}")
         taus = [r["tau"] if r["tau"] == r["tau"] else None for r in rs]
@@ -532,7 +565,10 @@ def sweep_figure(
                 name=f"{side}: now",
                 hoverinfo="skip",
                 marker=dict(
-                    size=18, symbol="circle-open", line=dict(width=2.5), color=SIDE_COLORS.get(side, "#333")
+                    size=18,
+                    symbol="circle-open",
+                    line=dict(width=2.5),
+                    color=SIDE_COLORS.get(side, "#333"),
                 ),
             )
         )
@@ -565,6 +601,8 @@ def presentation(fig: go.Figure, scale: float = 1.45) -> go.Figure:
             trace.marker.size = marker.size * 1.8
     for frame in fig.frames or ():
         for trace in frame.data:
-            if getattr(trace, "marker", None) is not None and isinstance(trace.marker.size, (int, float)):
+            if getattr(trace, "marker", None) is not None and isinstance(
+                trace.marker.size, (int, float)
+            ):
                 trace.marker.size *= 1.8
     return fig
