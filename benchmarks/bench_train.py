@@ -161,6 +161,9 @@ def main() -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__).parse_args()
     table = main()
     print(table)
     out = Path(__file__).parent / "results" / "train.md"
