@@ -30,7 +30,6 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,16 +38,9 @@ import urllib.parse
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_app  # noqa: E402  (one server recipe)
+
 SAMPLED = re.compile(r"toydiff: sampled ([0-9a-f]+) net=(\S+)")
 EXCEPTION = "[data-testid='stException']"
 COMPLETE_JS = """(old) => {
@@ -77,39 +69,6 @@ SLIDERS = [
 
 
 # ------------------------------------------------------------------------------------------ server
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, log: pathlib.Path) -> subprocess.Popen:
-    """`streamlit run app.py` headless on 127.0.0.1:port; stderr (the sampler's lines) to `log`."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -634,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_browser:
         port = free_port()
         log_path = pathlib.Path(tempfile.mkstemp(suffix=".stderr.log")[1])
-        server = start_server(port, log_path)
+        server = start_app(port, log_path)  # stdout and stderr: the sampler lines
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url, server)
