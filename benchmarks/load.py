@@ -39,7 +39,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_app  # noqa: E402  (one server recipe)
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, wait_healthy  # noqa: E402
 
 SAMPLED = re.compile(r"toydiff: sampled ([0-9a-f]+) net=(\S+)")
 EXCEPTION = "[data-testid='stException']"
@@ -69,21 +69,6 @@ SLIDERS = [
 
 
 # ------------------------------------------------------------------------------------------ server
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    """Blocks until /_stcore/health answers ok; raises if the server died or never answered."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url}/_stcore/health did not answer in {timeout} s")
 
 
 def rss_mb(pid: int) -> float:
@@ -596,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         server = start_app(port, log_path)  # stdout and stderr: the sampler lines
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_healthy(url, server)
+            wait_healthy(url, server, timeout=90.0)
             b = asyncio.run(browser_phases(args, url, server, SamplerLog(log_path)))
         finally:
             server.terminate()

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_app import _ok, _start  # one recipe for a fresh AppTest session
 
 from toydiff import scene as scene_mod
 from toydiff import scenes
@@ -19,18 +20,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 SMALL = {"n": 100, "steps": 10}  # small shapes keep it fast
 NET = "net:5e551014"  # a net "trained" by session A (the store entry holds what the selector reads)
-
-
-def _start(**values) -> AppTest:
-    """A fresh session (its own session_state), widgets set by key before the first run."""
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in values.items():
-        at.session_state[key] = value
-    return at.run()
-
-
-def _ok(at: AppTest):
-    assert not at.exception, [e.message for e in at.exception]
 
 
 def _table(at: AppTest) -> dict[str, list[str]]:
