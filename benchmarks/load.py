@@ -129,13 +129,18 @@ def pct(values: list[float], q: float) -> float:
 async def open_page(context, url: str, timeout_ms: int) -> tuple[object, float | None]:
     """(page, seconds from goto to a complete page, None on timeout)."""
     page = await context.new_page()
+    return page, await open_page_at(page, url, timeout_ms)
+
+
+async def open_page_at(page, url: str, timeout_ms: int) -> float | None:
+    """Seconds from goto to a complete page, None on timeout."""
     t0 = time.perf_counter()
     try:
         await page.goto(url, timeout=timeout_ms)
         await page.wait_for_function(COMPLETE_JS, arg=None, timeout=timeout_ms, polling=100)
-        return page, time.perf_counter() - t0
+        return time.perf_counter() - t0
     except Exception:  # noqa: BLE001 - a timeout is counted, the run goes on
-        return page, None
+        return None
 
 
 def slider(page, label: str, nth: int):
@@ -154,16 +159,16 @@ async def move(
     """One arrow key on a slider (reversing at its ends): (direction used, seconds until the rerun
     finished with the new value in the URL and every figure drawn, or None on timeout)."""
     thumb = slider(page, label, nth)
-    now, lo, hi = await thumb.evaluate(
-        "e => [e.value, e.min, e.max].map(Number)"
-    )  # <input type=range>
-    if (direction > 0 and now >= hi) or (direction < 0 and now <= lo):
-        direction = -direction
-    old = await page.evaluate("location.search")
-    await thumb.focus()
-    t0 = time.perf_counter()
-    await thumb.press("ArrowRight" if direction > 0 else "ArrowLeft")
-    try:
+    try:  # any step may time out on an overloaded machine: counted, never raised
+        now, lo, hi = await thumb.evaluate(
+            "e => [e.value, e.min, e.max].map(Number)", timeout=timeout_ms
+        )  # <input type=range>
+        if (direction > 0 and now >= hi) or (direction < 0 and now <= lo):
+            direction = -direction
+        old = await page.evaluate("location.search")
+        await thumb.focus(timeout=timeout_ms)
+        t0 = time.perf_counter()
+        await thumb.press("ArrowRight" if direction > 0 else "ArrowLeft", timeout=timeout_ms)
         await page.wait_for_function(COMPLETE_JS, arg=old, timeout=timeout_ms, polling=50)
         return direction, time.perf_counter() - t0
     except Exception:  # noqa: BLE001
@@ -262,19 +267,15 @@ async def browser_phases(args, url: str, server, log: SamplerLog) -> dict:
 
         # (3) movers: own seed each (untimed open), then concurrent keyboard moves for --duration s
         movers = pages[: args.movers]
-        reopen = await asyncio.gather(
+        reopened = await asyncio.gather(
             *(
-                m.goto(reseed(url, base_search, 1000 + i), timeout=timeout_ms)
+                open_page_at(m, reseed(url, base_search, 1000 + i), timeout_ms)
                 for i, m in enumerate(movers)
             )
         )
-        del reopen
-        await asyncio.gather(
-            *(m.wait_for_function(COMPLETE_JS, arg=None, timeout=timeout_ms) for m in movers)
-        )
         log.take()
         lat: list[float] = []
-        timeouts = [0]
+        timeouts = [sum(t is None for t in reopened)]  # a mover that never loaded counts too
 
         async def walk(i: int, page):
             label, nth = SLIDERS[i % len(SLIDERS)]

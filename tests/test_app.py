@@ -81,7 +81,7 @@ def test_default_view_shows_ncfg_against_ccfg():
         "outcome.right",
     }
     left, right = charts["traj.left"], charts["traj.right"]
-    assert 1 < len(left["frames"]) <= 50
+    assert len(left["frames"]) == 51  # every state x_T … x_0 of the 50 steps
     frame_x = left["frames"][0]["data"][0]["x"]
     assert frame_x["dtype"] == "f4"  # float32 typed arrays, not JSON number lists
     assert left["layout"]["xaxis"]["range"] == right["layout"]["xaxis"]["range"]
@@ -130,7 +130,7 @@ def test_every_control_has_help_and_reruns_without_error():
         widget.set_value(value).run()
         _ok(at)
         assert not at.error, (widget.key, [e.value for e in at.error])
-    assert len(_charts(at)["traj.left"]["data"]) == 7  # 2 background + trails + points + 3 legend
+    assert len(_charts(at)["traj.left"]["data"]) == 8  # 3 background + trails + points + 3 legend
 
 
 @pytest.mark.parametrize("name", RULES)

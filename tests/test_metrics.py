@@ -40,3 +40,24 @@ def test_off_support_threshold_is_the_data_quantile():
     q = -2 * np.log(0.001)
     want = np.log(1 / 3) - np.log(2 * np.pi * 0.35**2) - q / 2
     np.testing.assert_allclose(thr, want, atol=0.1)
+
+
+def test_shipped_thresholds_are_the_computed_ones(tmp_path, monkeypatch):
+    shipped = metrics._shipped_thresholds()
+    assert set(shipped) == set(toydiff.PRESETS)
+    for name in toydiff.PRESETS:  # every stored value belongs to today's mixture
+        assert shipped[name]["fingerprint"] == metrics.fingerprint(toydiff.preset(name))
+    for name in ("three_blobs", "ring"):  # and equals a fresh computation
+        fresh = metrics.off_support_threshold(toydiff.preset(name))
+        np.testing.assert_allclose(shipped[name]["threshold"], fresh, rtol=1e-5)
+    # a stale fingerprint or a corrupt file is ignored: the threshold is computed again
+    bad = tmp_path / "thresholds.json"
+    bad.write_text('{"three_blobs": {"threshold": 99.0, "fingerprint": "stale"}}')
+    monkeypatch.setattr(metrics, "THRESHOLDS", bad)
+    metrics.preset_threshold.cache_clear()
+    np.testing.assert_allclose(
+        metrics.preset_threshold("three_blobs"), shipped["three_blobs"]["threshold"], rtol=1e-5
+    )
+    bad.write_text("{not json")
+    assert metrics._shipped_thresholds() == {}
+    metrics.preset_threshold.cache_clear()

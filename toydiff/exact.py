@@ -6,10 +6,13 @@ column of a matrix product: mixtures of thousands of components (`tree`) stay in
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from array_api_compat import array_namespace
 
 from .mixtures import Array, Mixture
 
@@ -17,9 +20,12 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def concept_table(mix: Mixture) -> jax.Array:
-    """(C+1, K) log π_k m_{c,k} per concept, last row log π_k (the null concept ∅)."""
-    logw = jnp.log(jnp.asarray(mix.weights))
-    return jnp.concatenate([logw + jnp.log(jnp.asarray(mix.membership)), logw[None]], axis=0)
+    """(C+1, K) log π_k m_{c,k} per concept, last row log π_k (the null concept ∅); numpy for a
+    concrete mixture (no JAX dispatch), jax.numpy when its leaves are traced."""
+    xp = array_namespace(mix.weights, mix.membership)
+    logw = xp.log(mix.weights)
+    with np.errstate(divide="ignore"):
+        return xp.concat([logw + xp.log(mix.membership), logw[None]], axis=0)
 
 
 def _concept_logw(mix: Mixture, concept) -> jax.Array:
@@ -78,12 +84,13 @@ def _eps(mix, x, alpha_bar, logw):
     return -jnp.sqrt(1 - jnp.asarray(alpha_bar, jnp.float32)) * score
 
 
-@jax.jit
-def _posterior(mix, x, alpha_bar):
-    """(N, C) p(c | x_t) = Σ_k r_k(x_t) m_{c,k} for every concept."""
+@functools.partial(jax.jit, static_argnames="column")
+def _posterior(mix, x, alpha_bar, column=None):
+    """(N, C) p(c | x_t) = Σ_k r_k(x_t) m_{c,k} for every concept, or (N,) for one column."""
     logits, _, _ = _component_logits(mix, x, alpha_bar)
     r = jax.nn.softmax(logits + jnp.log(jnp.asarray(mix.weights)), axis=-1)
-    return jnp.clip(r @ jnp.asarray(mix.membership).T, 0.0, 1.0)
+    m = jnp.asarray(mix.membership)
+    return jnp.clip(r @ (m.T if column is None else m[column]), 0.0, 1.0)
 
 
 def log_prob(mix: Mixture, x: Array, alpha_bar=1.0, concept=None) -> jax.Array:
@@ -114,7 +121,7 @@ def x0(mix: Mixture, x: Array, alpha_bar, concept=None) -> jax.Array:
 
 def posterior(mix: Mixture, x: Array, alpha_bar, concept) -> jax.Array:
     """(N,) p(c | x_t) = Σ_k r_k(x_t) m_{c,k}."""
-    return _posterior(mix, x, alpha_bar)[:, mix.concept_index(concept)]
+    return _posterior(mix, x, alpha_bar, mix.concept_index(concept))
 
 
 def posteriors(mix: Mixture, x: Array, alpha_bar) -> jax.Array:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -14,9 +17,11 @@ from .mixtures import Mixture
 
 DIVERGED_RADIUS = 1e3  # a sample this far from the origin (or non-finite) counts as diverged
 _THRESHOLD_SAMPLES = 100_000
+THRESHOLDS = Path(__file__).resolve().parents[1] / "pretrained" / "thresholds.json"
 ENERGY_MAX = 5000  # energy distances use at most this many samples (pairwise matrices are N²)
 
 
+@jax.jit
 def diverged(x: jax.Array) -> jax.Array:
     """(N,) bool: a coordinate is non-finite or the sample left the disc of radius DIVERGED_RADIUS."""
     x = jnp.asarray(x)
@@ -28,9 +33,10 @@ def diverged(x: jax.Array) -> jax.Array:
 def off_support_threshold(mix: Mixture) -> float:
     """The 0.1 % quantile of log p(x) over exact data samples (fixed key): the support's edge."""
     x = mixtures.sample(jax.random.key(0), mix, _THRESHOLD_SAMPLES)
-    return float(jnp.quantile(exact.log_prob(mix, x), 0.001))
+    return float(np.quantile(np.asarray(exact.log_prob(mix, x)), 0.001))
 
 
+@jax.jit
 def _mean_dist(a, b) -> jax.Array:
     sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None] - 2 * a @ b.T
     return jnp.mean(jnp.sqrt(jnp.maximum(sq, 0.0)))
@@ -114,7 +120,51 @@ def evaluate(
     return out
 
 
+OUTCOME_COLORS = {"allowed": "#2b8cbe", "leaked": "#e34a33", "off-support": "#636363"}
+
+
+def outcomes(mix: Mixture, x0, negative, threshold: float) -> np.ndarray:
+    """(N,) labels: 'off-support' (log p below threshold or non-finite), 'leaked' (p(n|x) > ½), 'allowed'."""
+    x0 = np.nan_to_num(np.asarray(x0, np.float32), nan=1e6, posinf=1e6, neginf=-1e6)
+    log_p = np.asarray(exact.log_prob(mix, x0))
+    leaked = (
+        np.asarray(exact.posterior(mix, x0, 1.0, negative)) > 0.5 if negative is not None else 0
+    )
+    return np.where(log_p < threshold, "off-support", np.where(leaked, "leaked", "allowed"))
+
+
+def fingerprint(mix: Mixture) -> str:
+    """Digest of a mixture's parameters and concept names: says whether a stored value is its own."""
+    h = hashlib.sha1("\0".join(mix.concepts).encode())
+    for a in (mix.means, mix.covs, mix.weights, mix.membership):
+        h.update(np.ascontiguousarray(a, np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _shipped_thresholds() -> dict:
+    try:
+        return json.loads(THRESHOLDS.read_text())
+    except (OSError, ValueError):
+        return {}  # missing or corrupt: every threshold is computed instead
+
+
 @functools.lru_cache(maxsize=32)
 def preset_threshold(name: str) -> float:
-    """off_support_threshold of a preset, computed once per process."""
-    return off_support_threshold(mixtures.preset(name))
+    """off_support_threshold of a preset: the value in pretrained/thresholds.json when it was
+    computed for this very mixture (same fingerprint), else computed (once per process)."""
+    mix = mixtures.preset(name)
+    shipped = _shipped_thresholds().get(name, {})
+    if shipped.get("fingerprint") == fingerprint(mix):
+        return float(shipped["threshold"])
+    return off_support_threshold(mix)
+
+
+def write_thresholds(path: Path = THRESHOLDS) -> dict:
+    """Computes every preset's threshold and writes pretrained/thresholds.json (`python -m toydiff
+    thresholds`): the app then skips 100 000 exact samples per preset on a cold start."""
+    out = {}
+    for name in mixtures.PRESETS:
+        mix = mixtures.preset(name)
+        out[name] = {"threshold": off_support_threshold(mix), "fingerprint": fingerprint(mix)}
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out

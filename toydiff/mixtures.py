@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from array_api_compat import array_namespace
 
 Array = Any  # numpy | jax | torch
 
@@ -128,26 +130,35 @@ jax.tree_util.register_pytree_node(
 
 
 # ---------------------------------------------------------------------------------------- sampling
-def log_weights(mix: Mixture, positive=None, negative=None) -> jax.Array:
-    """(K,) log π_k m_{p,k} (1 − m_{n,k}): the component weights of p(x | p, ¬n) (MATH §2)."""
-    logw = jnp.log(jnp.asarray(mix.weights))
-    if positive is not None:
-        logw = logw + jnp.log(mix.membership[mix.concept_index(positive)])
-    if negative is not None:
-        logw = logw + jnp.log1p(-mix.membership[mix.concept_index(negative)])
+def log_weights(mix: Mixture, positive=None, negative=None):
+    """(K,) log π_k m_{p,k} (1 − m_{n,k}): the component weights of p(x | p, ¬n) (MATH §2).
+
+    numpy for a concrete mixture (no JAX dispatch), jax.numpy when its leaves are traced."""
+    xp = array_namespace(mix.weights, mix.membership)
+    logw = xp.log(mix.weights)
+    with np.errstate(divide="ignore"):  # log 0 = −inf: a component outside the target
+        if positive is not None:
+            logw = logw + xp.log(mix.membership[mix.concept_index(positive)])
+        if negative is not None:
+            logw = logw + xp.log1p(-mix.membership[mix.concept_index(negative)])
     return logw
 
 
 def sample(key: jax.Array, mix: Mixture, n: int, positive=None, negative=None) -> jax.Array:
-    """(n, 2) exact samples of p(x), p(x | p), p(x | ¬n) or p(x | p, ¬n) (MATH §2)."""
-    comp_key, noise_key = jax.random.split(key)
+    """(n, 2) exact samples of p(x), p(x | p, ¬n) or any of its parts (MATH §2)."""
     logw = log_weights(mix, positive, negative)
-    if not bool(jnp.any(jnp.isfinite(logw))):
+    if not np.any(np.isfinite(np.asarray(logw))):
         raise ValueError(f"target p(x | {positive}, not {negative}) is empty: no component left")
+    return _draw(key, mix.means, mix.covs, logw, n)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _draw(key, means, covs, logw, n: int) -> jax.Array:
+    comp_key, noise_key = jax.random.split(key)
     k = jax.random.categorical(comp_key, logw, shape=(n,))
-    chol = jnp.linalg.cholesky(jnp.asarray(mix.covs))
+    chol = jnp.linalg.cholesky(covs)
     z = jax.random.normal(noise_key, (n, 2))
-    return jnp.asarray(mix.means)[k] + jnp.einsum("nij,nj->ni", chol[k], z)
+    return means[k] + jnp.einsum("nij,nj->ni", chol[k], z)
 
 
 # ----------------------------------------------------------------------------------------- presets

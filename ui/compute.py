@@ -16,14 +16,13 @@ import streamlit as st
 import toydiff
 from toydiff import exact, fields, metrics, mixtures, sampler, schedule
 from toydiff import scene as scene_mod
-from toydiff.metrics import preset_threshold
+from toydiff.metrics import outcomes, preset_threshold
 from toydiff.scene import Scene
-from toydiff.viz.export import outcomes
 
 from .state import CUSTOM
 from .training import net_denoiser
 
-MAX_FRAMES = 50  # animation frames sent to the browser
+MAX_FRAMES = 101  # animation frames sent to the browser (100 steps: every state)
 FIELD_RES = 41  # heatmap grid; arrows on every other point (21 × 21)
 BG_RES = 120
 SCORE_LABELS = {"exact": "exact oracle", "learned": "learned net", "weak": "weak net"}

@@ -17,7 +17,7 @@ import streamlit as st
 
 from toydiff import guidance, scenes, sweep
 from toydiff.scene import Scene
-from toydiff.viz import export, plots
+from toydiff.viz import plots  # viz.export (matplotlib, ~0.3 s to import) loads on a click
 
 from . import state
 from .training import editor_ui, net_denoiser, train_ui, user_nets  # noqa: F401 - re-exported for app.py
@@ -236,6 +236,8 @@ def animation_bytes(anim, fmt: str) -> bytes:
     """A matplotlib animation as GIF or MP4 bytes, through export.save_animation and a temp file."""
     import matplotlib.pyplot as plt
 
+    from toydiff.viz import export
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trajectory.{fmt}"
         export.save_animation(anim, str(path))
@@ -254,6 +256,8 @@ def scene_title(scene: Scene, m: dict) -> str:
 def _outcome_file(
     scene_json: str, samples: str, _x0, fmt: str, _mix, threshold: float, title: str
 ) -> bytes:
+    from toydiff.viz import export
+
     scene = Scene.from_json(scene_json)
     return figure_bytes(export.samples_figure(_mix, _x0, scene.negative, threshold, title), fmt)
 
@@ -262,6 +266,8 @@ def _outcome_file(
 def _animation_file(
     scene_json: str, samples: str, _frames, fmt: str, _mix, threshold: float, title: str
 ) -> bytes:
+    from toydiff.viz import export
+
     scene = Scene.from_json(scene_json)
     return animation_bytes(export.animation(_mix, _frames, scene.negative, threshold, title), fmt)
 

@@ -9,19 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import exact, fields  # noqa: E402
+from ..metrics import OUTCOME_COLORS, outcomes  # noqa: E402, F401 - outcomes re-exported
 from ..mixtures import Mixture  # noqa: E402
-
-OUTCOME_COLORS = {"allowed": "#2b8cbe", "leaked": "#e34a33", "off-support": "#636363"}
-
-
-def outcomes(mix: Mixture, x0, negative, threshold: float) -> np.ndarray:
-    """(N,) labels: 'off-support' (log p below threshold or non-finite), 'leaked' (p(n|x) > ½), 'allowed'."""
-    x0 = np.nan_to_num(np.asarray(x0, np.float32), nan=1e6, posinf=1e6, neginf=-1e6)
-    log_p = np.asarray(exact.log_prob(mix, x0))
-    leaked = (
-        np.asarray(exact.posterior(mix, x0, 1.0, negative)) > 0.5 if negative is not None else 0
-    )
-    return np.where(log_p < threshold, "off-support", np.where(leaked, "leaked", "allowed"))
 
 
 def samples_figure(mix: Mixture, x0, negative, threshold: float, title: str = "", res: int = 200):

@@ -11,7 +11,7 @@ import base64
 import numpy as np
 import plotly.graph_objects as go
 
-from .export import OUTCOME_COLORS
+from ..metrics import OUTCOME_COLORS
 
 FONT = dict(family="Helvetica, Arial, sans-serif", size=13, color="#222")
 FIELD_COLORS = {
@@ -110,28 +110,40 @@ def _contour(u, z, **kw) -> dict:
     )
 
 
+def _shade(u, z, colorscale, **kw) -> dict:
+    """A smoothed heatmap of z ∈ [0, 1] without hover or colour bar: filled contours look the same
+    and cost several times more to draw in the browser."""
+    return dict(
+        type="heatmap",
+        x=_arr(u),
+        y=_arr(u),
+        z=_arr(z),
+        zmin=0.0,
+        zmax=1.0,
+        zsmooth="best",
+        colorscale=colorscale,
+        showscale=False,
+        hoverinfo="skip",
+        **kw,
+    )
+
+
+def _edge(u, p_neg, width: float = 1.0) -> dict:
+    """The negative region's edge p(n | x) = ½ as a dotted red line."""
+    return _contour(
+        u,
+        p_neg,
+        contours=dict(coloring="none", start=0.5, end=0.5),
+        line=dict(width=width, color="rgba(203,24,29,0.7)", dash="dot"),
+    )
+
+
 def background_traces(u: np.ndarray, log_p: np.ndarray, p_neg: np.ndarray | None) -> list:
-    """Density p(x) as grey filled contours and the negative region p(n|x) > ½ shaded red."""
-    traces = [
-        _contour(
-            u,
-            np.exp(log_p - np.max(log_p)),
-            colorscale=DENSITY_SCALE,
-            contours=dict(coloring="fill", start=0.02, end=1.0, size=0.12),
-            line=dict(width=0.4, color="rgba(80,80,80,0.5)"),
-        )
-    ]
+    """Density p(x) shaded grey and the negative region p(n|x) > ½ shaded red, edge dotted."""
+    traces = [_shade(u, np.exp(log_p - np.max(log_p)), DENSITY_SCALE)]
     if p_neg is not None:
-        traces.append(
-            _contour(
-                u,
-                p_neg,
-                contours=dict(coloring="fill", start=0.5, end=1.0, size=0.5),
-                colorscale=[[0, "rgba(0,0,0,0)"], [1, NEG_SHADE]],
-                name="negative region",
-                line=dict(width=1, color="rgba(203,24,29,0.6)", dash="dot"),
-            )
-        )
+        region = np.where(p_neg > 0.5, 1.0, np.nan).astype(np.float32)
+        traces += [_shade(u, region, [[0, NEG_SHADE], [1, NEG_SHADE]]), _edge(u, p_neg)]
     return traces
 
 
@@ -343,14 +355,7 @@ def field_figure(
             )
         )
     if p_neg is not None:
-        data.append(
-            _contour(
-                u,
-                p_neg,
-                contours=dict(coloring="none", start=0.5, end=0.5),
-                line=dict(width=1.2, color="rgba(203,24,29,0.8)", dash="dot"),
-            )
-        )
+        data.append(_edge(u, p_neg, 1.2))
     norms = [
         np.percentile(np.linalg.norm(np.nan_to_num(v), axis=1), 90) for _, v in arrows.values()
     ]
@@ -359,7 +364,7 @@ def field_figure(
         x, y = _quiver(p, v, scale, 1.6 * spacing)
         data.append(
             dict(
-                type="scatter",
+                type="scattergl",  # SVG paths of ~2000 segments cost ~50 ms per redraw
                 x=_arr(x),
                 y=_arr(y),
                 mode="lines",
@@ -452,13 +457,7 @@ def outcome_figure(
     dens = np.nan_to_num(
         np.exp(log_p_target - (np.max(log_p_target[finite]) if finite.any() else 0.0))
     )
-    target = _contour(
-        u,
-        dens,
-        colorscale=[[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.45)"]],
-        contours=dict(coloring="fill", start=0.02, end=1, size=0.12),
-        line=dict(width=0.4, color="rgba(43,140,190,0.6)"),
-    )
+    target = _shade(u, dens, [[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.5)"]])
     return _figure([target, _points(x0, labels), *_legend(labels)], _layout(lim, title))
 
 
