@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from .. import guidance
+from . import perturb  # torch-free at import: its names validate --rules before anything loads
 
 INSTALL = "bridge needs: pip install -r requirements-bridge.txt"
 WHERE = "a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
@@ -24,7 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default="", help="positive prompt (default: none)")
     p.add_argument("--negative", required=True, help="negative prompt")
     p.add_argument(
-        "--rules", default="ncfg,ccfg,dng,sd_negative", help="comma-separated guidance rules"
+        "--rules",
+        default="ncfg,ccfg,dng,sd_negative",
+        help="comma-separated guidance rules and/or perturbation methods pag, sag, seg, slg "
+        "(diffusers' own PAG/SAG/SEG/skip-layer guidance beside CFG at --gamma; scale: "
+        "--knob w_pert=...; sag: SD 1.5 only)",
     )
     p.add_argument("--gamma", type=float, default=7.5, help="guidance scale γ for every rule")
     p.add_argument(
@@ -35,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="any other rule knob, e.g. prior=0.05 or w_neg=1 (repeatable)",
+        help="any other rule knob, e.g. prior=0.05, w_neg=1 or w_pert=3 (repeatable)",
     )
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     p.add_argument("--seeds", default="0-7", help="seeds: 0-7, 0,3,5 or a mix")
@@ -70,7 +75,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_knobs(items: list[str]) -> dict[str, float]:
     """{'prior': 0.05, ...} from NAME=VALUE strings; unknown names or non-numbers -> ValueError."""
-    known = {k for r in guidance.RULES.values() for k in r.all_params}
+    known = {k for r in guidance.RULES.values() for k in r.all_params} | {"w_pert"}
     knobs = {}
     for item in items:
         name, _, value = item.partition("=")
@@ -96,7 +101,8 @@ def _check(args) -> tuple[list[str], list[int], dict]:
     """(rules, seeds, knobs) validated before anything heavy is imported or loaded."""
     rules = [s.strip() for s in args.rules.split(",") if s.strip()]
     for name in rules:
-        guidance.rule(name)  # unknown name -> ValueError listing the valid ones
+        if name not in perturb.METHODS:
+            guidance.rule(name)  # unknown name -> ValueError listing the valid ones
     if args.steps < 1 or args.batch < 1:
         raise ValueError("--steps and --batch must be >= 1")
     check_model(args.model)
@@ -146,7 +152,7 @@ def run(args) -> None:
         return shard.run(args, rules, seeds, extra)
     from . import loop, sd
 
-    for name in rules:
+    for name in set(rules) - set(perturb.METHODS):
         loop.bridge_rule(name)  # before the (slow) model load
     pipe = sd.load(args.model, local_files_only=True if args.offline else None)
     images, infos, knobs = generate_all(args, pipe, rules, seeds, extra)
@@ -159,28 +165,37 @@ def generate_all(
     """(images, infos, knobs), each rule -> value: (B, H, W, 3) images, (S, B) info, the rule's knobs."""
     import numpy as np
 
-    from . import loop, sd
-
     images, infos, knobs = {}, {}, {}
+    batches = [seeds[i : i + args.batch] for i in range(0, len(seeds), args.batch)]
     for name in rules:
-        knobs[name] = loop.default_knobs(name, gamma=args.gamma, tau=args.tau, **extra)
-        batches = [seeds[i : i + args.batch] for i in range(0, len(seeds), args.batch)]
-        outs = [
-            sd.generate(
-                pipe,
-                args.prompt,
-                args.negative,
-                name,
-                knobs[name],
-                b,
-                steps=args.steps,
-                null=args.null,
-            )
-            for b in batches
-        ]
+        knobs[name] = _knobs(name, args, extra)
+        outs = [_generate(args, pipe, name, knobs[name], b) for b in batches]
         images[name] = np.concatenate([o[0] for o in outs])
         infos[name] = _merge([o[1] for o in outs])
     return images, infos, knobs
+
+
+def _knobs(name: str, args, extra: dict) -> dict[str, float]:
+    """The knobs of a rule (registry defaults, then the CLI's) or of a perturbation method (γ, w)."""
+    from . import loop
+
+    if name in perturb.METHODS:
+        w_pert = extra.get("w_pert", perturb.METHODS[name].w_pert)
+        return {"gamma": float(args.gamma), "w_pert": float(w_pert)}
+    return loop.default_knobs(name, gamma=args.gamma, tau=args.tau, **extra)
+
+
+def _generate(args, pipe, name: str, knobs: dict, seeds: list[int]):
+    """(images, info) of one rule or perturbation method on one batch of seeds."""
+    from . import sd
+
+    if name in perturb.METHODS:
+        return perturb.generate(
+            pipe, args.prompt, name, seeds, **knobs, steps=args.steps, null=args.null
+        )
+    return sd.generate(
+        pipe, args.prompt, args.negative, name, knobs, seeds, steps=args.steps, null=args.null
+    )
 
 
 def write(args, seeds: list[int], images: dict, infos: dict, knobs: dict, xl: bool) -> None:

@@ -114,7 +114,12 @@ def sample(
                 a.to(latents.device, torch.float32) for a in _alpha_bars(scheduler, timesteps, i)
             )
             p_neg = dng_step(p_neg, x_in, eps, branches, ab, ab_next, knobs)
-        rows.append({k: v.float().cpu().numpy() for k, v in info.items()})
-    info = {k: np.stack([row[k] for row in rows]) for k in rows[0]} if rows else {}
+        rows.append(info)
+    return LoopResult(latents, stack_info(rows, timesteps))
+
+
+def stack_info(rows: list[dict], timesteps) -> dict:
+    """name -> (S, B) float32 numpy from per-step rows of (B,) tensors, plus "t" -> (S,)."""
+    info = {k: np.stack([r[k].float().cpu().numpy() for r in rows]) for k in (rows or [{}])[0]}
     info["t"] = np.asarray([float(t) for t in timesteps], np.float32)
-    return LoopResult(latents, info)
+    return info

@@ -99,26 +99,28 @@ def _null(x: torch.Tensor, null: str) -> torch.Tensor:
     return torch.cat([torch.zeros_like(x[:1]), x[1:]]) if null == "zeros" else x
 
 
-def make_eps_fn(pipe, prompts: Prompts, batch: int) -> loop.EpsFn:
-    """eps_fn(x, t) -> the three branches of `batch` latents from ONE UNet forward of 3·batch."""
-    ctx = prompts.embeds.repeat_interleave(batch, dim=0)  # (3B, L, D): ∅×B, positive×B, negative×B
-    added = (
-        None
-        if prompts.added is None
-        else {k: v.repeat_interleave(batch, dim=0) for k, v in prompts.added.items()}
-    )
+def make_unet_fn(pipe, prompts: Prompts, batch: int):
+    """fn(x, t, rows) -> ε of `batch` latents under the conditionings `rows` (indices into prompts,
+    0 = ∅, 1 = prompt, 2 = negative), stacked row by row from ONE UNet forward of len(rows)·batch."""
 
-    def eps_fn(x, t):
-        out = pipe.unet(
-            torch.cat([x] * 3),
+    def fn(x, t, rows):
+        pick = lambda v: v[list(rows)].repeat_interleave(batch, dim=0)  # (R·B, ...): row-major
+        added = None if prompts.added is None else {k: pick(v) for k, v in prompts.added.items()}
+        return pipe.unet(
+            torch.cat([x] * len(rows)),
             t,
-            encoder_hidden_states=ctx,
+            encoder_hidden_states=pick(prompts.embeds),
             added_cond_kwargs=added,
             return_dict=False,
         )[0]
-        return dict(zip(loop.BRANCHES, out.chunk(3), strict=True))
 
-    return eps_fn
+    return fn
+
+
+def make_eps_fn(pipe, prompts: Prompts, batch: int) -> loop.EpsFn:
+    """eps_fn(x, t) -> the three branches of `batch` latents from ONE UNet forward of 3·batch."""
+    unet_fn = make_unet_fn(pipe, prompts, batch)
+    return lambda x, t: dict(zip(loop.BRANCHES, unet_fn(x, t, (0, 1, 2)).chunk(3), strict=True))
 
 
 def default_size(pipe) -> tuple[int, int]:
@@ -155,6 +157,40 @@ def decode(pipe, latents: torch.Tensor):
     return pipe.image_processor.postprocess(image, output_type="np", do_denormalize=denorm)
 
 
+class Start(NamedTuple):
+    scheduler: object  # a copy of the pipeline's scheduler, timesteps set
+    timesteps: torch.Tensor  # (S,)
+    latents: torch.Tensor  # (B, C, h, w) x_T, one per seed
+    step_kwargs: dict  # the pipeline's extra scheduler.step arguments (eta, generator)
+
+
+def start(pipe, seeds, steps: int, size: tuple[int, int], dtype, eta: float = 0.0) -> Start:
+    """The pipeline's own scheduler copy, timesteps and x_T (one CPU generator per seed)."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+
+    device = pipe._execution_device
+    # a copy: the run never touches the pipeline's scheduler (from_config would lose the pipeline's
+    # steps_offset fix for old configs); set_timesteps resets multistep state
+    scheduler = copy.deepcopy(pipe.scheduler)
+    timesteps, _ = retrieve_timesteps(scheduler, steps, device)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+    # one CPU generator per seed: a seed gives the same x_T whatever the batch and the device
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    latents = pipe.prepare_latents(
+        len(gens), pipe.unet.config.in_channels, *size, dtype, device, gens
+    )
+    # prepare_latents scales by the *pipeline's* scheduler's σ_max, which for Euler-type schedulers
+    # depends on its last set_timesteps (or none): use the σ_max of this run's timesteps instead
+    latents = latents * (scheduler.init_noise_sigma / pipe.scheduler.init_noise_sigma)
+    return Start(scheduler, timesteps, latents, pipe.prepare_extra_step_kwargs(gens, eta))
+
+
+def finish(pipe, latents: torch.Tensor, output_type: str = "np"):
+    """The latents themselves (output_type="latent") or their decoded images."""
+    return latents if output_type == "latent" else decode(pipe, latents)
+
+
 @torch.no_grad()
 def generate(
     pipe,
@@ -172,33 +208,18 @@ def generate(
     output_type: str = "np",
 ):
     """(images (B, H, W, 3) in [0, 1], or latents with output_type="latent"; per-step info), one per seed."""
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
-
     size = tuple(size or default_size(pipe))
-    device = pipe._execution_device
     prompts = encode(pipe, prompt, negative, size=size, null=null)
-    # a copy: the run never touches the pipeline's scheduler (from_config would lose the pipeline's
-    # steps_offset fix for old configs); set_timesteps resets multistep state
-    scheduler = copy.deepcopy(pipe.scheduler)
-    timesteps, _ = retrieve_timesteps(scheduler, steps, device)
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(0)
-    # one CPU generator per seed: a seed gives the same x_T whatever the batch and the device
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    latents = pipe.prepare_latents(
-        len(gens), pipe.unet.config.in_channels, *size, prompts.embeds.dtype, device, gens
-    )
-    eps_fn = make_eps_fn(pipe, prompts, len(gens))
+    run = start(pipe, seeds, steps, size, prompts.embeds.dtype, eta)
+    eps_fn = make_eps_fn(pipe, prompts, len(seeds))
     result = loop.sample(
         eps_fn,
-        scheduler,
-        latents,
-        timesteps,
+        run.scheduler,
+        run.latents,
+        run.timesteps,
         rule,
         knobs,
-        step_kwargs=pipe.prepare_extra_step_kwargs(gens, eta),
+        step_kwargs=run.step_kwargs,
         hook=hook,
     )
-    return (
-        result.latents if output_type == "latent" else decode(pipe, result.latents)
-    ), result.info
+    return finish(pipe, result.latents, output_type), result.info
