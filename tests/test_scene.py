@@ -53,6 +53,8 @@ INLINE = {
         ({"n": 10**7}, "n: 10000000 is outside"),
         ({"eta": -0.1}, "eta: -0.1 is outside [0.0, 1.0]"),
         ({"score": "magic"}, "score: 'magic' is not one of exact, learned, weak"),
+        ({"weak": "tiny"}, "weak: 'tiny' is not one of shipped, small, short, blur"),
+        ({"weak": 3}, "weak: expected a string, got 3"),
         ({"schedule": "sqrt"}, "unknown schedule 'sqrt'; valid: linear, cosine"),
         ({"t_lo": 600, "t_hi": 400}, "t_lo: 600.0 is above t_hi = 400.0"),
         (

@@ -50,6 +50,7 @@ def _random_scene(rng: random.Random) -> Scene:
         "t_hi": float(rng.randrange(500, 1000)),
         "schedule": rng.choice(["linear", "cosine"]),
         "delta": rng.random() * 2,
+        "weak": rng.choice([None, "shipped", "small", "short", "blur"]),
     }
     if guidance.needs_positive(rule):
         d["positive"] = "row1"

@@ -84,7 +84,7 @@ def cmd_sweep(args):
 
 
 def cmd_train(args):
-    """Trains the main and weak nets of one preset (or all) and prints their ε error tables."""
+    """Trains the main and weak nets of one preset (or all), or with --weak one guide net only."""
     from . import mixtures, train
 
     if not args.all:
@@ -94,7 +94,11 @@ def cmd_train(args):
         raise ValueError(f"--steps: must be >= 1, got {args.steps}")
     config = train.TrainConfig(**({} if args.steps is None else {"steps": args.steps}))
     for name in names:
-        for stem, meta in train.train_preset(name, args.out, config, args.seed):
+        if args.weak:
+            saved = [train.train_net(name, args.out, args.weak, config, args.seed)]
+        else:
+            saved = train.train_preset(name, args.out, config, args.seed)
+        for stem, meta in saved:
             print(train.format_errors(stem, meta), flush=True)
 
 
@@ -153,6 +157,12 @@ def main(argv=None) -> int:
     which.add_argument("--preset", help="preset name")
     which.add_argument("--all", action="store_true", help="every preset")
     p.add_argument("--steps", type=int, default=None, help="main-net steps (weak net: 1/8)")
+    p.add_argument(
+        "--weak",
+        choices=("shipped", "small", "short"),
+        help="train only this guide net for autoguidance: shipped (2×32, 1/8 of the steps), "
+        "small (2×32, all steps) or short (main net stopped at 1/8); the main net is kept",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="pretrained", help="output folder (default pretrained/)")
     p.set_defaults(fn=cmd_train)

@@ -169,22 +169,37 @@ def load(stem: str | Path, mix: Mixture | None = None) -> tuple[dict, nets.NetCo
     return params, config, meta
 
 
-def pretrained_stem(preset: str, weak: bool = False, root: str | Path | None = None) -> Path:
-    """Path stem of a shipped checkpoint: <root>/<preset> or <root>/<preset>_weak."""
-    return Path(root or PRETRAINED_DIR) / (f"{preset}_weak" if weak else preset)
+WEAK_STEMS = {"shipped": "_weak", "small": "_small", "short": "_short"}  # train.WEAK_NETS' files
 
 
-def pretrained_denoiser(
-    preset: str | None, mix: Mixture, weak_only: bool = False, root: str | Path | None = None
-) -> denoisers.Denoiser:
-    """The shipped main net with its weak guide net (or the weak net alone) as a Denoiser."""
+def pretrained_stem(preset: str, weak: bool | str | None = False, root=None) -> Path:
+    """Path stem of a shipped checkpoint: <root>/<preset>, or of its guide net (weak: True or
+    'shipped' -> <preset>_weak; 'small' -> <preset>_small; 'short' -> <preset>_short)."""
+    kind = "shipped" if weak is True else weak
+    if kind and kind not in WEAK_STEMS:
+        raise ValueError(f"weak: {kind!r} is not one of {', '.join(WEAK_STEMS)}")
+    return Path(root or PRETRAINED_DIR) / f"{preset}{WEAK_STEMS[kind] if kind else ''}"
+
+
+def pretrained_model(preset: str | None, mix: Mixture, weak=None, root=None) -> tuple:
+    """(params, eps fn) of a shipped net: the main one, or the guide net `weak` (see pretrained_stem)."""
     if preset is None:
         raise CheckpointError(
             "learned scores need a preset: inline mixtures have no pretrained nets "
             "(train one with python -m toydiff train)"
         )
-    weak, weak_config, _ = load(pretrained_stem(preset, True, root), mix)
-    if weak_only:
-        return denoisers.learned_weak(mix, weak, weak_config)
-    params, config, _ = load(pretrained_stem(preset, False, root), mix)
-    return denoisers.learned(mix, params, config, weak, weak_config)
+    params, config, _ = load(pretrained_stem(preset, weak, root), mix)
+    return params, denoisers.NetEps(config)
+
+
+def pretrained_denoiser(
+    preset: str | None,
+    mix: Mixture,
+    weak_only: bool = False,
+    root: str | Path | None = None,
+    weak: str = "shipped",
+) -> denoisers.Denoiser:
+    """The shipped main net with a guide net (default the shipped weak one), or the guide alone."""
+    guide = pretrained_model(preset, mix, weak, root)
+    main = guide if weak_only else pretrained_model(preset, mix, None, root)
+    return denoisers.combine(mix, main, guide)

@@ -56,9 +56,19 @@ class Denoiser:
     eps_weak: Callable = dataclasses.field(metadata=dict(static=True))
 
 
+def combine(mix: Mixture, main: tuple, weak: tuple) -> Denoiser:
+    """A denoiser from two (params, eps fn) models: the main one and the weak (guide) one."""
+    return Denoiser(mix, main[0], weak[0], main[1], weak[1])
+
+
+def exact_model(delta: float = 0.0) -> tuple:
+    """(params, eps fn) of the exact mixture blurred by δ (MATH §2; δ = 0: the oracle itself)."""
+    return jnp.float32(delta), ExactEps()
+
+
 def exact_denoiser(mix: Mixture, delta: float = 0.3) -> Denoiser:
     """Exact oracle; its weak model is the same mixture blurred by δ (Σ + δ²I)."""
-    return Denoiser(mix, jnp.float32(0.0), jnp.float32(delta), ExactEps(), ExactEps())
+    return combine(mix, exact_model(), exact_model(delta))
 
 
 def learned(mix: Mixture, params, config: nets.NetConfig, weak=None, weak_config=None) -> Denoiser:
@@ -72,11 +82,6 @@ def learned(mix: Mixture, params, config: nets.NetConfig, weak=None, weak_config
 def perturbed(mix: Mixture, params, config: nets.NetConfig, skip: int = 0) -> Denoiser:
     """The main net, with itself minus one hidden layer as the weak model (perturbed-network guidance)."""
     return Denoiser(mix, params, params, NetEps(config), NetEps(config, skip))
-
-
-def learned_weak(mix: Mixture, weak, weak_config: nets.NetConfig) -> Denoiser:
-    """The weak net alone, as the main model (to sample or compare it directly)."""
-    return learned(mix, weak, weak_config)
 
 
 def eval_branches(den: Denoiser, models: tuple[str, ...], x, t, alpha_bar, concepts) -> jax.Array:

@@ -14,6 +14,7 @@ from .mixtures import Mixture
 from .schedule import T, alpha_bars
 
 SCORES = ("exact", "learned", "weak")
+WEAK_MODELS = ("shipped", "small", "short", "blur")  # autoguidance's guide (key 'weak')
 _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
     "steps": (1, 1000),
     "n": (1, 20000),
@@ -52,6 +53,7 @@ class Scene:
     t_lo: float = 0.0
     t_hi: float = float(T)
     delta: float = 0.3  # blur of the exact weak model (autoguidance)
+    weak: str | None = None  # guide: a WEAK_MODELS name; None: blur for exact scores, else shipped
     t: float = 500.0  # timestep of the vector-field view
 
     @classmethod
@@ -111,6 +113,8 @@ class Scene:
             raise ValueError("positive and negative must be different concepts")
         if self.score not in SCORES:
             raise ValueError(f"score: {self.score!r} is not one of {', '.join(SCORES)}")
+        if self.weak is not None and self.weak not in WEAK_MODELS:
+            raise ValueError(f"weak: {self.weak!r} is not one of {', '.join(WEAK_MODELS)}")
         alpha_bars(self.schedule)
         for key, (lo, hi) in {
             **_LIMITS,
@@ -176,9 +180,9 @@ def _coerce(key: str, value):
     """The value as the field's type; ValueError names the key (bools are not numbers)."""
     if key == "mixture":
         return value
-    if key in ("preset", "positive", "negative") and value is None:
+    if key in ("preset", "positive", "negative", "weak") and value is None:
         return None
-    if key in ("preset", "positive", "negative", "method", "score", "schedule"):
+    if key in ("preset", "positive", "negative", "method", "score", "schedule", "weak"):
         return _str(key, value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key}: expected a number, got {value!r}")
@@ -191,22 +195,39 @@ def _coerce(key: str, value):
     return float(value)
 
 
+def weak_model(scene: Scene) -> str:
+    """The scene's guide (a WEAK_MODELS name): its 'weak' key, else blur (exact) or shipped."""
+    return scene.weak or ("blur" if scene.score == "exact" else "shipped")
+
+
+def _model(scene: Scene, mix: Mixture, kind: str) -> tuple:
+    """(params, eps fn) of 'exact', 'main' (the shipped net), 'blur' (Σ + δ²I) or a guide net."""
+    if kind in ("exact", "blur"):
+        return denoisers.exact_model(scene.delta if kind == "blur" else 0.0)
+    from . import checkpoint  # only learned models need weights
+
+    return checkpoint.pretrained_model(scene.preset, mix, None if kind == "main" else kind)
+
+
 def denoiser(scene: Scene, mix: Mixture) -> denoisers.Denoiser:
-    """The scene's denoiser: the exact oracle (its weak model: the δ-blurred mixture) or the shipped
-    nets, whose weak model is the rule's: the weak net, the SIMS net, or the net minus a layer."""
-    if scene.score == "exact":
-        return denoisers.exact_denoiser(mix, scene.delta)
-    from . import checkpoint  # only learned scores need weights
+    """The scene's denoiser: the exact oracle or the shipped main net, and as weak model the rule's:
+    the guide of weak_model (autoguidance), the SIMS net, or the net minus a layer (learned only).
+    Score 'weak' samples the guide alone."""
+    rule_weak = guidance.rule(scene.method).weak
+    if scene.score == "learned" and rule_weak != "weak":
+        params, net = _model(scene, mix, "main")
+        if rule_weak == "skip":
+            return denoisers.perturbed(mix, params, net.config, skip=0)
+        from . import sims
 
-    weak = guidance.rule(scene.method).weak
-    if scene.score == "weak" or weak == "weak":
-        return checkpoint.pretrained_denoiser(scene.preset, mix, weak_only=scene.score == "weak")
-    params, config, _ = checkpoint.load(checkpoint.pretrained_stem(scene.preset or ""), mix)
-    if weak == "skip":
-        return denoisers.perturbed(mix, params, config, skip=0)
-    from . import sims
-
-    return denoisers.learned(mix, params, config, sims.sims_params(mix, params, config), config)
+        tuned = sims.sims_params(mix, params, net.config)
+        return denoisers.learned(mix, params, net.config, tuned, net.config)
+    guide = _model(scene, mix, weak_model(scene))
+    if scene.score == "weak":
+        return denoisers.combine(mix, guide, guide)
+    return denoisers.combine(
+        mix, _model(scene, mix, "exact" if scene.score == "exact" else "main"), guide
+    )
 
 
 def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Result, dict]:

@@ -71,11 +71,40 @@ def default_net_config(mix: Mixture, weak: bool = False) -> nets.NetConfig:
     return nets.NetConfig(len(mix.concepts), data_std=data_std, min_std=min_std, **size)
 
 
-def weak_train_config(config: TrainConfig) -> TrainConfig:
-    """The guide net's training: an eighth of the main net's steps (autoguidance: smaller, shorter)."""
-    steps = max(config.steps // 8, 1)  # chunk / 8 too: one compile when the main chunks divide
-    chunk = max(config.chunk // 8, 1)
-    return dataclasses.replace(config, steps=steps, warmup=config.warmup // 8, chunk=chunk)
+def weak_train_config(config: TrainConfig, fraction: int = 8) -> TrainConfig:
+    """The guide net's training: 1/fraction of the main net's steps (autoguidance: shorter)."""
+    steps = max(config.steps // fraction, 1)  # chunk too: one compile when the main chunks divide
+    chunk = max(config.chunk // fraction, 1)
+    return dataclasses.replace(config, steps=steps, warmup=config.warmup // fraction, chunk=chunk)
+
+
+class WeakRecipe(NamedTuple):
+    """How one guide net for autoguidance is trained, relative to the main net's TrainConfig."""
+
+    small: bool  # the 2×32 weak architecture instead of the main net's
+    fraction: int  # the net trains 1/fraction of the main net's steps
+    complete: bool  # True: a full schedule of that length; False: the main run stopped early
+    help: str
+
+
+# Autoguidance's guides (MATH §3): degraded in capacity, in training length, or both.
+WEAK_NETS: dict[str, WeakRecipe] = {
+    "shipped": WeakRecipe(True, 8, True, "2×32 net, a complete run of 1/8 of the steps"),
+    "small": WeakRecipe(True, 1, True, "2×32 net, the main net's full recipe"),
+    "short": WeakRecipe(False, 8, False, "the main net's run stopped at 1/8 of its steps"),
+}
+
+
+def weak_recipe(
+    mix: Mixture, config: TrainConfig, kind: str
+) -> tuple[nets.NetConfig, TrainConfig, int]:
+    """(net config, training config, step to stop at) of the guide net `kind` of WEAK_NETS."""
+    if kind not in WEAK_NETS:
+        raise ValueError(f"weak: {kind!r} is not one of {', '.join(WEAK_NETS)}")
+    recipe = WEAK_NETS[kind]
+    cfg = weak_train_config(config, recipe.fraction) if recipe.complete else config
+    stop = cfg.steps if recipe.complete else max(config.steps // recipe.fraction, 1)
+    return default_net_config(mix, recipe.small), cfg, stop
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -159,30 +188,39 @@ def train(
     progress: bool = True,
     desc: str = "train",
     params: dict | None = None,
+    stop: int | None = None,
 ) -> tuple[TrainState, dict]:
     """(final state, log {steps, wall_time_s, cpu_time_s, final_loss, ...}) of training from a seed.
 
-    params, if given, are the starting weights (fine-tuning) instead of a random initialisation.
+    params, if given, are the starting weights (fine-tuning) instead of a random initialisation;
+    stop, if given, ends the run at that step of config's schedule (an earlier checkpoint).
     """
     from tqdm import tqdm
 
     init_key, train_key = jax.random.split(jax.random.key(seed))
     state, data = init_state(init_key, net_config, config, params), make_data(mix, config.schedule)
     start, cpu_start, loss = time.perf_counter(), time.process_time(), jnp.nan
-    with tqdm(total=config.steps, desc=desc, disable=not progress, leave=False) as bar:
-        while int(state.step) < config.steps:
-            length = min(config.chunk, config.steps - int(state.step))
+    end = config.steps if stop is None else min(stop, config.steps)
+    with tqdm(total=end, desc=desc, disable=not progress, leave=False) as bar:
+        while int(state.step) < end:
+            length = min(config.chunk, end - int(state.step))
             state, loss = train_chunk(state, data, train_key, net_config, config, length)
             bar.update(length)
             bar.set_postfix(loss=f"{float(loss):.4f}")
     jax.block_until_ready(state)
     return state, {
-        "steps": config.steps,
+        "steps": end,
         "wall_time_s": time.perf_counter() - start,
         "cpu_time_s": time.process_time() - cpu_start,  # all threads; wall depends on load
         "load_average": os.getloadavg()[0],
         "final_loss": float(loss),
     }
+
+
+def heldout_loss(mix: Mixture, params, net_config: nets.NetConfig, n=20_000, seed=4321) -> float:
+    """loss_fn on n held-out exact samples: a fixed key no training run draws (same for every net)."""
+    key, data = jax.random.key(seed), make_data(mix)
+    return float(loss_fn(params, net_config, data, key, TrainConfig(batch=n)))
 
 
 def relative_error(eps_net, eps_true) -> float:
@@ -225,29 +263,37 @@ def error_table(
     return table
 
 
+def train_net(
+    name: str, out, kind: str, config: TrainConfig = TrainConfig(), seed: int = 0, progress=True
+) -> tuple[str, dict]:
+    """Trains, evaluates and saves one net of a preset, 'main' or a WEAK_NETS kind: (stem, meta)."""
+    from . import checkpoint, mixtures
+
+    mix = mixtures.preset(name)
+    if kind == "main":
+        net_config, cfg, stop = default_net_config(mix), config, config.steps
+    else:
+        net_config, cfg, stop = weak_recipe(mix, config, kind)
+    stem = checkpoint.pretrained_stem(name, None if kind == "main" else kind, out)
+    state, log = train(mix, net_config, cfg, seed, progress, desc=stem.name, stop=stop)
+    errors = {
+        "t": list(ERROR_TS),
+        "metric": "ratio of RMS ‖ε_net − ε*‖ / ‖ε*‖, x_t ~ p_t(·|c)",
+        "rows": error_table(mix, state.ema, net_config),
+    }
+    guide = {} if kind == "main" else {"weak": kind}
+    meta = dict(
+        preset=name, train=dataclasses.asdict(cfg), seed=seed, errors=errors, **guide, **log
+    )
+    checkpoint.save(stem, state.ema, net_config, mix, **meta)
+    return str(stem), meta
+
+
 def train_preset(
     name: str, out, config: TrainConfig = TrainConfig(), seed: int = 0, progress: bool = True
 ) -> list[tuple[str, dict]]:
-    """Trains, evaluates and saves the main and weak nets of a preset: [(stem, metadata), ...]."""
-    from . import checkpoint, mixtures
-
-    mix, saved = mixtures.preset(name), []
-    for weak in (False, True):
-        net_config = default_net_config(mix, weak)
-        cfg = weak_train_config(config) if weak else config
-        state, log = train(
-            mix, net_config, cfg, seed, progress, desc=f"{name}{'_weak' if weak else ''}"
-        )
-        errors = {
-            "t": list(ERROR_TS),
-            "metric": "ratio of RMS ‖ε_net − ε*‖ / ‖ε*‖, x_t ~ p_t(·|c)",
-            "rows": error_table(mix, state.ema, net_config),
-        }
-        stem = checkpoint.pretrained_stem(name, weak, out)
-        meta = dict(preset=name, train=dataclasses.asdict(cfg), seed=seed, errors=errors, **log)
-        checkpoint.save(stem, state.ema, net_config, mix, **meta)
-        saved.append((str(stem), meta))
-    return saved
+    """Trains, evaluates and saves the main and shipped weak nets of a preset: [(stem, meta), ...]."""
+    return [train_net(name, out, kind, config, seed, progress) for kind in ("main", "shipped")]
 
 
 def format_errors(stem: str, meta: dict) -> str:

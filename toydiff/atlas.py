@@ -1,0 +1,187 @@
+"""Method atlas: one row per guidance method (MATH §3), built from the RULES registry, plus the
+image-only perturbation methods; rendered as Markdown with a link to a scene that shows each."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from urllib.parse import urlencode
+
+from . import guidance, scenes
+from .scene import Scene
+
+_SYMBOL = {"uncond": "ε_∅", "neg": "ε_n", "rand": "ε(x_t, c_random)"}
+_GUIDE = {  # Rule.weak -> (negative branch, extra training)
+    "weak": (
+        "ε_weak: weak net or δ-blurred mixture",
+        "a weak net (shipped, small or short), or none with the δ-blur",
+    ),
+    "sims": ("ε_sims: net fine-tuned on its own samples", "fine-tuning on its own samples"),
+    "skip": ("ε with hidden layer 0 skipped", "none"),
+}
+# Scene.from_dict input of the column that shows each rule (the other column: no guidance).
+_BLOBS = dict(preset="three_blobs", negative="C")
+_ROUND = dict(preset="overlap", positive="round", negative=None)
+_BOTH = dict(preset="overlap", positive="round", negative="warm")
+SCENES = {
+    "none": dict(_BLOBS, negative=None),
+    "cfg": _ROUND,
+    "ncfg": _BLOBS,
+    "ccfg": dict(_BLOBS, tau=1.0),
+    "dng": _BLOBS,
+    "dng_oracle": _BLOBS,
+    "sd_negative": _BOTH,
+    "perp_neg": _BOTH,
+    "autoguidance": dict(preset="tree", positive="A", negative=None, delta=0.03, t=300.0),
+    "sims": dict(_BLOBS, negative=None, score="learned"),
+    "perturbed": dict(_BLOBS, negative=None, score="learned"),
+    "icg": _ROUND,
+}
+_INTERVAL = dict(_ROUND, method="cfg", gamma=5.0, t_lo=200.0, t_hi=800.0)
+_LEFT = {"interval": dict(t_lo=0.0, t_hi=1000.0)}  # the other column; default: no guidance
+
+
+class Row(NamedTuple):
+    name: str  # rule name, or the image method's
+    label: str
+    condition: str  # "yes" | "no": needs a conditional model (a concept or prompt)
+    training: str  # training beyond one conditional model
+    negative: str  # the branch guidance steers away from
+    formula: str
+    where: str  # 2D · digits · SD
+    scene: dict | None  # Scene.from_dict input of the column showing it (None: no 2D scene)
+
+
+class ImageMethod(NamedTuple):
+    name: str
+    label: str
+    negative: str
+    formula: str
+    where: str
+
+
+# Image-only methods, run by diffusers' own code in toydiff/bridge/perturb.py (SAG: the SD 1.5
+# pipeline only; the guider hooks also on the digits UNet); the 2D analogue of each is
+# perturbed-network guidance (the same net, perturbed, as the negative branch).
+IMAGE_METHODS = (  # formulas as MATH §3.1: CFG plus w · shift, w = w_pert
+    ImageMethod(
+        "pag",
+        "Perturbed-attention guidance (Ahn et al. 2024)",
+        "ε_pert: mid-block self-attention map replaced by the identity",
+        "ε̂ = ε_∅ + γΔ_p + w(ε_p − ε_pert), softmax(QKᵀ/√d)V → V",
+        "digits · SD (diffusers)",
+    ),
+    ImageMethod(
+        "sag",
+        "Self-attention guidance (Hong et al. 2023)",
+        "ε_deg: ε(x_deg, ∅), x̂_0 blurred where self-attention is high",
+        "ε̂ = ε_∅ + γΔ_p + w(ε_∅ − ε_deg)",
+        "SD 1.5 (diffusers)",
+    ),
+    ImageMethod(
+        "seg",
+        "Smoothed energy guidance (Hong 2024)",
+        "ε_pert: self-attention queries Gaussian-blurred",
+        "ε̂ = ε_∅ + γΔ_p + w(ε_p − ε_pert), Q → G_σ * Q",
+        "digits · SD (diffusers)",
+    ),
+    ImageMethod(
+        "slg",
+        "Skip-layer guidance (Stability AI, SD 3.5)",
+        "ε_pert: attention blocks skipped",
+        "ε̂ = ε_∅ + γΔ_p + w(ε_p − ε_pert), chosen blocks → identity",
+        "digits · SD (diffusers)",
+    ),
+)
+
+
+def formula(fn) -> str:
+    """The formula of a rule function: its docstring's first line after 'Name: ' (MATH §3)."""
+    first = (fn.__doc__ or "").strip().splitlines()[0]
+    return first.split(": ", 1)[-1].rstrip(".")
+
+
+def runs_on_images(r: guidance.Rule) -> bool:
+    """Whether the bridge runs the rule: only ∅, positive and negative branches, no exact posterior
+    (the test of bridge.loop.bridge_rule, repeated here so the atlas needs no torch)."""
+    return set(r.branches) <= {"uncond", "pos", "neg", "cond"} and r.state != "oracle"
+
+
+def _negative(r: guidance.Rule) -> str:
+    if "weak" in r.branches:
+        return _GUIDE[r.weak][0]
+    found = [_SYMBOL[b] for b in ("neg", "rand", "uncond") if b in r.branches]
+    return found[0] if found else "—"
+
+
+def _training(r: guidance.Rule) -> str:
+    if "weak" in r.branches:
+        return _GUIDE[r.weak][1]
+    return "condition dropout (for ε_∅)" if "uncond" in r.branches else "none"
+
+
+def rule_row(r: guidance.Rule) -> Row:
+    """The atlas row of a registered rule, read off its branches, weak model and docstring."""
+    return Row(
+        r.name,
+        r.label,
+        "yes" if {"pos", "neg", "rand"} & set(r.branches) else "no",
+        _training(r),
+        _negative(r),
+        formula(r.fn),
+        "2D · digits · SD" if runs_on_images(r) else "2D",
+        {**SCENES[r.name], "method": r.name},
+    )
+
+
+def rows() -> list[Row]:
+    """Every method: the registered rules, the guidance interval, then the image-only methods."""
+    out = [rule_row(r) for r in guidance.RULES.values()]
+    label, neg = "Guidance interval (wraps any rule)", "that of the wrapped rule"
+    out.append(
+        Row(
+            "interval",
+            label,
+            "as the rule",
+            "none",
+            neg,
+            formula(guidance.interval),
+            "2D",
+            _INTERVAL,
+        )
+    )
+    out += [
+        Row(m.name, m.label, "no", "none", m.negative, m.formula, m.where, None)
+        for m in IMAGE_METHODS
+    ]
+    return out
+
+
+def scene_pair(row: Row) -> dict[str, Scene]:
+    """The two columns a row links to: the method on the right, no guidance (or for the interval,
+    the same rule at every t) on the left; image-only rows show perturbed-network guidance."""
+    right = Scene.from_dict(row.scene or {**SCENES["perturbed"], "method": "perturbed"})
+    return {"left": right.replace(**_LEFT.get(row.name, {"method": "none"})), "right": right}
+
+
+def link(row: Row, base_url: str = "") -> str:
+    """Relative link (base_url + '?query') to the row's scene pair, in the app's URL encoding."""
+    return f"{base_url}?{urlencode(scenes.encode_query(scene_pair(row)))}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # p(n | x_t) must not split the Markdown cell
+
+
+def table(base_url: str = "") -> str:
+    """The atlas as one Markdown table: method, condition?, extra training, negative branch,
+    formula, where it runs, and a link to a scene (image-only rows: their 2D analogue)."""
+    lines = [
+        "| Method | Condition? | Extra training | Negative branch | Formula | Runs on | Scene |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows():
+        shown = "2D analogue" if row.scene is None else "open"
+        cells = (row.label, row.condition, row.training, row.negative)
+        cells += (f"`{row.formula}`", row.where, f"[{shown}]({link(row, base_url)})")
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
