@@ -30,7 +30,7 @@ from toydiff import scene as scene_mod  # noqa: E402
 from toydiff import scenes as scenes_mod  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
 from toydiff.viz import plots  # noqa: E402
-from ui import panels, state  # noqa: E402
+from ui import atlas, chart, panels, state  # noqa: E402
 from ui.compute import (  # noqa: E402
     FIELD_RES,
     SCORE_LABELS,
@@ -76,6 +76,13 @@ HEAT_OPTIONS = {
     "log_p": "log density log p_t(x)",
 }
 NONE = "— none —"  # the concept selectors' "no concept" entry
+WEAK_LABELS = {
+    None: "default",
+    "shipped": "shipped weak net (small, short training)",
+    "small": "small net (fewer units)",
+    "short": "main net stopped early",
+    "blur": "exact mixture blurred by δ",
+}
 
 
 def main():
@@ -113,7 +120,9 @@ def main():
     weights_view(scenes, runs)
     outcome_view(scenes, runs)
     st.divider()
-    tabs = st.tabs(["Share", "γ sweep", "Export for slides", "Mixture editor", "Train a net"])
+    tabs = st.tabs(
+        ["Share", "γ sweep", "Export for slides", "Mixture editor", "Train a net", "Method atlas"]
+    )
     with tabs[0]:
         panels.share_ui(pair)
     with tabs[1]:
@@ -131,6 +140,8 @@ def main():
         panels.editor_ui(mix)
     with tabs[4]:
         panels.train_ui(common, mix)
+    with tabs[5]:
+        atlas.atlas_ui()
 
 
 def presentation_flag() -> bool:
@@ -250,6 +261,15 @@ def common_ui() -> dict:
         help="The exact weak model is the mixture blurred by δ (Σ + δ²I); used by "
         "autoguidance with exact scores.",
     )
+    weak = sb.selectbox(
+        "autoguidance guide",
+        [None, *scene_mod.WEAK_MODELS],
+        key="weak",
+        format_func=lambda w: WEAK_LABELS[w],
+        help="The weak model autoguidance extrapolates away from: the small net shipped for "
+        "it, a net of lower capacity, the main net stopped early, or the exact mixture "
+        "blurred by δ. Default: blur with exact scores, the shipped weak net with learned ones.",
+    )
     eta = sb.slider(
         "sampler η",
         0.0,
@@ -299,6 +319,7 @@ def common_ui() -> dict:
         score="learned" if score in nets else score,
         net=score if score in nets else None,
         delta=float(delta),
+        weak=weak,
         eta=float(eta),
         steps=int(steps),
         n=int(n),
@@ -452,7 +473,7 @@ def trajectories_view(scenes: dict, runs: dict, present: bool = False):
             trails=150 if trails else 0,
         )
         fig = plots.presentation(fig) if present else fig
-        col.plotly_chart(fig, theme=None, config=plots.CONFIG, key=f"traj.{side}")
+        chart.show(fig, f"traj.{side}", plots.CONFIG, col)
         col.caption(
             f"{len(run['labels'])} samples, {scene.steps} steps, η = {scene.eta:g}; "
             f"{run['diverged']} diverged, {off} outside the view."
@@ -514,11 +535,11 @@ def field_view(scenes: dict, net: str | None = None):
     maps = {side: field_at(run_key(scenes[side]), int(t), net) for side in cols}
     zmax = max([float(np.nanmax(f[heat])) for f in maps.values() if heat in f] + [1e-6])
     for side, col in cols.items():
-        col.plotly_chart(
+        chart.show(
             field_fig(scenes[side], maps[side], heat, zmax, shown, t),
-            theme=None,
-            config=plots.CONFIG,
-            key=f"field.{side}",
+            f"field.{side}",
+            plots.CONFIG,
+            col,
         )
     st.caption(
         "Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
@@ -559,11 +580,11 @@ def weights_view(scenes: dict, runs: dict):
     for side, col in columns_for(scenes).items():
         run = runs[side]
         stats = {k: v for k, v in run["stats"].items()}
-        col.plotly_chart(
+        chart.show(
             plots.weights_figure(run["step_ts"], stats, title_of(scenes[side])),
-            theme=None,
-            config=plots.CONFIG,
-            key=f"weights.{side}",
+            f"weights.{side}",
+            plots.CONFIG,
+            col,
         )
     st.caption(
         "Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ "
@@ -576,13 +597,13 @@ def outcome_view(scenes: dict, runs: dict):
     for side, col in columns_for(scenes).items():
         scene, run = scenes[side], runs[side]
         bg = background(mix_key(scene), scene.positive, scene.negative)
-        col.plotly_chart(
+        chart.show(
             plots.outcome_figure(
                 bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene)
             ),
-            theme=None,
-            config=plots.CONFIG,
-            key=f"outcome.{side}",
+            f"outcome.{side}",
+            plots.CONFIG,
+            col,
         )
     st.caption("Blue contours: the ideal target p(x | positive, ¬negative) at t = 0.")
 

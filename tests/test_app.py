@@ -21,7 +21,8 @@ SMALL = {"n": 100, "steps": 10}  # small shapes keep the sweeps fast
 
 
 def _charts(at: AppTest) -> dict[str, dict]:
-    """Plotly figures by widget key suffix (traj.left, field.right, ...), decoded from the protos."""
+    """Plotly figures by key (traj.left, field.right, ...), decoded from the protos: st.plotly_chart
+    elements and the app's in-place chart component (ui.chart)."""
     out, stack = {}, [at._tree]
     while stack:
         node = stack.pop()
@@ -29,7 +30,11 @@ def _charts(at: AppTest) -> dict[str, dict]:
         stack.extend(children.values() if isinstance(children, dict) else [])
         if isinstance(node, UnknownElement) and node.type == "plotly_chart":
             spec = json.loads(node.proto.spec)
-            out[node.proto.id.split("-", 2)[-1]] = spec  # the id ends with the chart's key
+        elif isinstance(node, UnknownElement) and node.type == "bidi_component":
+            spec = json.loads(json.loads(node.proto.json)["figure"])
+        else:
+            continue
+        out[node.proto.id.split("-", 2)[-1]] = spec  # the id ends with the chart's key
     return out
 
 
@@ -509,3 +514,32 @@ def test_presentation_flag_collapses_and_enlarges():
     at.button(key="nav.next").click().run()
     _ok(at)
     assert at.title[0].value == "The attenuation map"
+
+
+@pytest.mark.parametrize(
+    "method, weak",
+    [("sims", None), ("perturbed", None), ("autoguidance", "small"), ("autoguidance", "short")],
+)
+def test_app_denoiser_has_the_rules_weak_branch(method, weak):
+    """The app's cached denoiser is the one toydiff.scene builds for the column's rule and guide
+    (the SIMS net, the net minus a layer, the chosen guide), not a default weak net."""
+    import jax
+    import numpy as np
+
+    from ui import compute
+
+    s = scene_mod.Scene(preset="ring", negative="odd", method=method, score="learned", weak=weak)
+    den, warning = compute.load_denoiser("ring", "learned", s.delta, None, method, weak)
+    want = scene_mod.denoiser(s, s.build_mixture())
+    default = scene_mod.denoiser(
+        scene_mod.Scene(preset="ring", score="learned", method="cfg"), s.build_mixture()
+    )
+    assert warning is None and type(den.eps_weak) is type(want.eps_weak)
+    leaves = lambda d: [np.asarray(x) for x in jax.tree_util.tree_leaves(d.weak)]
+    for a, b in zip(leaves(den), leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+    differs = [
+        a.shape != b.shape or not np.array_equal(a, b)
+        for a, b in zip(leaves(den), leaves(default))
+    ]
+    assert len(leaves(den)) != len(leaves(default)) or any(differs)

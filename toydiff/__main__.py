@@ -119,6 +119,14 @@ def cmd_bench(args):
             raise ValueError(f"bench: {script.name} exited with {rc}")
 
 
+def cmd_thresholds(args):
+    """Recomputes every preset's off-support threshold into pretrained/thresholds.json."""
+    from . import metrics
+
+    for name, row in metrics.write_thresholds().items():
+        print(f"{name}: log p threshold {row['threshold']:.4f} ({row['fingerprint']})")
+
+
 def cmd_bridge(args):
     """Runs guidance rules on a diffusers image model (needs requirements-bridge.txt)."""
     from .bridge import cli
@@ -166,6 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="pretrained", help="output folder (default pretrained/)")
     p.set_defaults(fn=cmd_train)
+    sub.add_parser("thresholds", help=cmd_thresholds.__doc__).set_defaults(fn=cmd_thresholds)
     p = sub.add_parser("bench", help=cmd_bench.__doc__)
     p.add_argument("name", choices=("sampler", "exact", "claim", "all"), help="which benchmark")
     p.add_argument(

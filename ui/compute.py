@@ -68,7 +68,14 @@ def inline_threshold(key: str) -> float:
 
 
 @st.cache_resource(max_entries=RESOURCE_ENTRIES, show_spinner=False)
-def load_denoiser(key: str, score: str, delta: float, net: str | None = None):
+def load_denoiser(
+    key: str,
+    score: str,
+    delta: float,
+    net: str | None = None,
+    method: str = "cfg",
+    weak: str | None = None,
+):
     """(denoiser, warning): the scene's denoiser, or the exact oracle if weights are missing/corrupt."""
     mix = load_mixture(key)
     if net is not None:
@@ -83,6 +90,8 @@ def load_denoiser(key: str, score: str, delta: float, net: str | None = None):
         score=score,
         delta=delta,
         negative=None,
+        method=method,  # its rule says which weak branch: guide, SIMS net or skipped layer
+        weak=weak,
     )
     try:
         if net is not None:
@@ -98,7 +107,7 @@ def load_denoiser(key: str, score: str, delta: float, net: str | None = None):
 
 def denoiser_for(scene: Scene, net: str | None = None):
     """The scene's denoiser (cached) without the warning."""
-    return load_denoiser(mix_key(scene), scene.score, scene.delta, net)[0]
+    return load_denoiser(mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak)[0]
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, ttl=CACHE_TTL, show_spinner="sampling…")
@@ -109,7 +118,9 @@ def simulate(scene_json: str, net: str | None = None) -> dict:
     print(f"toydiff: sampled {digest} net={net}", file=sys.stderr, flush=True)
     scene = Scene.from_json(scene_json)
     mix = mixture_of(scene)
-    den, warning = load_denoiser(mix_key(scene), scene.score, scene.delta, net)
+    den, warning = load_denoiser(
+        mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak
+    )
     result = sampler.sample(
         scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix), scene.knobs()
     )  # toydiff.run without the metrics: they come later
@@ -177,7 +188,7 @@ def field_at(scene_json: str, t: int, net: str | None = None) -> dict:
     scene = Scene.from_json(scene_json)
     scene = dataclasses.replace(scene, n=1, seed=0)  # fixed n: one compile per rule/steps
     mix = mixture_of(scene)
-    den, _ = load_denoiser(mix_key(scene), scene.score, scene.delta, net)
+    den, _ = load_denoiser(mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak)
     lim = fields.extent(mix)
     out = fields.field(
         scene.sampler_config(),

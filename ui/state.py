@@ -21,6 +21,7 @@ COMMON = (
     "negative",
     "score",
     "delta",
+    "weak",
     "eta",
     "steps",
     "n",
@@ -69,7 +70,7 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
         ss[k] = float(getattr(left, k))
     for k in ("steps", "n", "seed"):
         ss[k] = int(getattr(left, k))
-    ss["schedule"] = left.schedule
+    ss["schedule"], ss["weak"] = left.schedule, left.weak
     ss["field_t"] = int(round(left.t))
     if heat:
         ss["field_heat"] = heat

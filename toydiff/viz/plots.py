@@ -135,6 +135,8 @@ def _edge(u, p_neg, width: float = 1.0) -> dict:
         p_neg,
         contours=dict(coloring="none", start=0.5, end=0.5),
         line=dict(width=width, color="rgba(203,24,29,0.7)", dash="dot"),
+        name="p(n | x) = ½",
+        showlegend=False,
     )
 
 

@@ -1,0 +1,85 @@
+"""Plotly figures that update in place: a Streamlit v2 component that calls Plotly.react on one
+persistent <div> per key.
+
+st.plotly_chart derives its element id from the figure, so every new figure remounts the chart:
+a fresh plot, new WebGL contexts (~0.2 s per trajectory figure in software-rendered Chromium).
+Here the component's identity is its key and a new figure is a `Plotly.react` (~40 ms).
+plotly.js is the plotly package's own bundle, served by Streamlit's static file serving
+(.streamlit/config.toml) from static/, where it is copied on first import.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import plotly
+import streamlit as st
+
+STATIC = pathlib.Path(__file__).resolve().parents[1] / "static"
+BUNDLE = pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+NAME = f"plotly-{plotly.__version__}.min.js"  # versioned: a stale copy is never served
+
+
+def _install_bundle() -> None:
+    target = STATIC / NAME
+    if not target.exists() or target.stat().st_size != BUNDLE.stat().st_size:
+        STATIC.mkdir(exist_ok=True)
+        shutil.copyfile(BUNDLE, target)
+
+
+_install_bundle()
+
+JS = """
+let loading = null;
+function plotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  loading = loading || new Promise((ok, fail) => {
+    const s = document.createElement('script');
+    s.src = new URL('app/static/__BUNDLE__', document.baseURI).href;
+    s.onload = () => ok(window.Plotly);
+    s.onerror = () => { loading = null; fail(new Error('plotly.js did not load from ' + s.src)); };
+    document.head.appendChild(s);
+  });
+  return loading;
+}
+export default function ({ parentElement, data }) {
+  let gd = parentElement.querySelector('.toydiff-plot');
+  if (!gd) {
+    gd = document.createElement('div');
+    gd.className = 'toydiff-plot';
+    parentElement.appendChild(gd);
+  }
+  if (gd._toydiffFigure !== data.figure) {
+    gd._toydiffFigure = data.figure;
+    const fig = JSON.parse(data.figure);
+    gd._toydiffQueue = (gd._toydiffQueue || Promise.resolve())
+      .then(() => plotly())
+      .then(P => P.react(gd, fig))
+      .catch(e => { gd.textContent = 'figure failed: ' + e.message; });
+  }
+  // purge only when the element is really gone (this also runs before an in-place update)
+  return () => setTimeout(() => { if (!gd.isConnected && window.Plotly) window.Plotly.purge(gd); });
+}
+""".replace("__BUNDLE__", NAME)
+
+_component = st.components.v2.component("toydiff.plotly", js=JS, isolate_styles=False)
+
+
+def show(fig, key: str, config: dict | None = None, container=None) -> None:
+    """Draws a plotly Figure (or figure dict) in `container` (default: the current one), updated
+    in place when the same key is drawn again with another figure. Without static file serving
+    (`streamlit run` started outside the repository, so .streamlit/config.toml was not read)
+    this falls back to st.plotly_chart: slower updates, same figures."""
+    if not st.get_option("server.enableStaticServing"):
+        (container or st).plotly_chart(fig, theme=None, config=config, key=key)
+        return
+    spec = fig if isinstance(fig, dict) else fig.to_plotly_json()
+    spec = {**spec, "config": {"responsive": True, **(config or {})}}
+    figure = json.dumps(spec, cls=plotly.utils.PlotlyJSONEncoder, separators=(",", ":"))
+    if container is None:
+        _component(data={"figure": figure}, key=key)
+    else:
+        with container:
+            _component(data={"figure": figure}, key=key)
