@@ -35,6 +35,7 @@ def test_page_renders_without_exception(page, tmp_path):
 
 def test_keyboard_moves_gamma_and_the_figure_follows(page):
     before = _title(page, 0)
+    page.evaluate("document.querySelectorAll('.js-plotly-plot').forEach((g, i) => g._tag = i)")
     slider = (
         page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
         .filter(has_text="γ (gamma)")
@@ -50,6 +51,9 @@ def test_keyboard_moves_gamma_and_the_figure_follows(page):
     wait_idle(page)
     assert "γ = 2.5" in _title(page, 0)
     assert page.locator("[data-testid='stException']").count() == 0
+    # every figure was updated in place (Plotly.react), not remounted with new WebGL contexts
+    tags = page.evaluate("[...document.querySelectorAll('.js-plotly-plot')].map(g => g._tag)")
+    assert tags[:8] == list(range(8))
 
 
 def test_animation_plays_and_frames_advance(page):
