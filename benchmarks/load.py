@@ -1,6 +1,6 @@
 """A lecture hall at once: many concurrent sessions on one Streamlit server (benchmarks/results/load.md).
 
-Browser mode (default): one `streamlit run app.py` on loopback, one headless Chromium with --pages
+Browser mode (phase 1 by default): one `streamlit run app.py` on loopback, one headless Chromium with --pages
 contexts. (1) All pages open the same link at once; each is timed to a complete page (script state
 notRunning, the metrics table and all 8 Plotly figures drawn); the server's stderr lines
 `toydiff: sampled <sha1>` (printed by ui/compute.simulate on a real run, not on a cache hit) count
@@ -16,6 +16,12 @@ Memory mode (--memory-scenes, in a fresh subprocess): the app's cached functions
 simulate, metrics_of, field_at, background; the same st.cache_* bounds as in the server, no
 runtime) are called directly for distinct scenes (the default pair, one seed per pair); RSS after
 50 vs after all. A browser drives ≈ 1 page/s here, too slow for 500 scenes on 2 cores.
+
+Protocol client (--client protocol, the default for (2)-(3); --open-client protocol for (1)):
+ProtocolSession speaks the frontend's websocket protocol to the same server (rerun BackMsgs with
+every widget's state, timed to script_finished, the deltas checked for the 8 figure components,
+the metrics table and no exception), so the generator's CPU no longer competes with the server the
+way 10 Chromium pages do. The browser, when it drove (1), is closed before (2).
 
 Run: .venv/bin/python benchmarks/load.py [--pages 30 --movers 10 --duration 60 --memory-scenes 500]
 """
@@ -126,6 +132,30 @@ def pct(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def summary(n, times, timeouts, errors, queries, cpu_wall, log, server) -> dict:
+    """One phase's row: latency percentiles, failures, sampler runs since the last phase, CPU
+    seconds of the generator and the server (`cpu_wall`: CPU before, CPU after, wall seconds)."""
+    (gen0, srv0), (gen1, srv1), wall = cpu_wall
+    hashes = log.take()
+    return dict(
+        n=n,
+        moves=len(times) + timeouts,
+        p50=pct(times, 50),
+        p95=pct(times, 95),
+        max=max(times, default=float("nan")),
+        timeouts=timeouts,
+        errors=errors,
+        wall=wall,
+        runs=len(hashes),
+        distinct=len(set(hashes)),
+        per_hash=dict(collections.Counter(hashes)),
+        gen_cpu=gen1 - gen0,
+        server_cpu=srv1 - srv0,
+        rss=rss_mb(server.pid),
+        queries=sorted(set(queries)),
+    )
+
+
 async def open_page(context, url: str, timeout_ms: int) -> tuple[object, float | None]:
     """(page, seconds from goto to a complete page, None on timeout)."""
     page = await context.new_page()
@@ -227,25 +257,23 @@ async def browser_phases(args, url: str, server, log: SamplerLog) -> dict:
         c1, wall = cpu(), time.perf_counter() - t0
         pages = [p for p, _ in opened]
         times = [t for _, t in opened if t is not None]
-        hashes = log.take()
-        out["open"] = dict(
-            n=args.pages,
-            p50=pct(times, 50),
-            p95=pct(times, 95),
-            max=max(times, default=float("nan")),
-            timeouts=sum(t is None for _, t in opened),
-            errors=await errors_of(pages),
-            wall=wall,
-            runs=len(hashes),
-            distinct=len(set(hashes)),
-            per_hash=dict(collections.Counter(hashes)),
-            gen_cpu=c1[0] - c0[0],
-            server_cpu=c1[1] - c0[1],
-            rss=rss_mb(server.pid),
+        searches = [await p.evaluate("location.search") for p in pages]
+        out["open"] = summary(
+            args.pages,
+            times,
+            args.pages - len(times),
+            await errors_of(pages),
+            searches,
+            (c0, c1, wall),
+            log,
+            server,
         )
-        searches = {await p.evaluate("location.search") for p in pages}
-        out["open"]["queries"] = sorted(searches)
-        base_search = sorted(searches)[0]
+        base_search = out["open"]["queries"][0]
+        if args.client == "protocol":  # (2)-(3) over the websocket, without the browser's CPU
+            out["shown"] = [(q, await p.evaluate(TABLE_JS)) for q, p in zip(searches, pages)]
+            out["procs"] = len(psutil.Process(me).children(recursive=True))
+            await browser.close()
+            return out
 
         # (2) single user: a fresh page on its own seed, η moved --single times with the others idle
         solo_ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
@@ -292,21 +320,8 @@ async def browser_phases(args, url: str, server, log: SamplerLog) -> dict:
         c0, t0 = cpu(), time.perf_counter()
         await asyncio.gather(*(walk(i, m) for i, m in enumerate(movers)))
         c1, wall = cpu(), time.perf_counter() - t0
-        hashes = log.take()
-        out["move"] = dict(
-            n=args.movers,
-            moves=len(lat) + timeouts[0],
-            p50=pct(lat, 50),
-            p95=pct(lat, 95),
-            max=max(lat, default=float("nan")),
-            timeouts=timeouts[0],
-            errors=await errors_of(movers),
-            wall=wall,
-            runs=len(hashes),
-            distinct=len(set(hashes)),
-            gen_cpu=c1[0] - c0[0],
-            server_cpu=c1[1] - c0[1],
-            rss=rss_mb(server.pid),
+        out["move"] = summary(
+            args.movers, lat, timeouts[0], await errors_of(movers), [], (c0, c1, wall), log, server
         )
         out["errors_all"] = await errors_of(pages + [solo])
 
@@ -319,6 +334,278 @@ async def browser_phases(args, url: str, server, log: SamplerLog) -> dict:
         out["procs"] = len(psutil.Process(me).children(recursive=True))
         await browser.close()
     return out
+
+
+# ------------------------------------------------------------------------------------------ protocol
+# What a browser's WidgetStateManager holds for each widget element: (the WidgetState field, the
+# value the element shows: its set_value'd value, else its default). Buttons, uploads, downloads
+# and components send nothing until used, in the browser too.
+def _choice(e, raw: str):
+    """Selectbox/radio: the formatted option shown (string_value), None without a default."""
+    if e.set_value:
+        return raw
+    return e.options[e.default] if 0 <= e.default < len(e.options) else None
+
+
+WIDGET_VALUES = {
+    "slider": lambda e: (
+        (
+            "string_array_value",
+            list(e.raw_value) if e.set_value else [e.options[int(i)] for i in e.default],
+        )
+        if e.options
+        else ("double_array_value", list(e.value if e.set_value else e.default))
+    ),
+    "selectbox": lambda e: ("string_value", _choice(e, e.raw_value)),
+    "radio": lambda e: ("string_value", _choice(e, e.raw_value)),
+    "checkbox": lambda e: ("bool_value", e.value if e.set_value else e.default),
+    "number_input": lambda e: ("double_value", e.value if e.set_value else e.default),
+    "text_input": lambda e: ("string_value", e.value if e.set_value else e.default),
+}
+
+
+def widget_state(wid: str, field: str, value) -> object:
+    """A WidgetState proto: `value` in `field` (array fields take a list)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    ws = WidgetState(id=wid)
+    if field.endswith("_array_value"):
+        getattr(ws, field).data[:] = value
+    else:
+        setattr(ws, field, value)
+    return ws
+
+
+def rerun_msg(query: str, states: dict, page_hash: str, cached: set[str]) -> bytes:
+    """The BackMsg a browser sends to (re)run the page: query, every widget's state, cached hashes."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    msg = BackMsg()
+    cs = msg.rerun_script
+    cs.query_string, cs.page_script_hash = query, page_hash
+    cs.widget_states.widgets.extend(states.values())
+    cs.cached_message_hashes.extend(sorted(cached))
+    return msg.SerializeToString()
+
+
+class ProtocolSession:
+    """One app session over the websocket at /_stcore/stream, as the frontend drives it: a rerun
+    BackMsg carries the query string and all widget states; the ForwardMsgs up to script_finished
+    are one run. Widget states follow the frontend (a set_value'd element overrides, else the
+    stored value stays, else the default; widgets not drawn in a run are dropped), and so does its
+    message cache (hashes of cacheable elements are sent back; `ref_hash` replies are resolved)."""
+
+    def __init__(self, url: str, query: str):
+        self.url, self.query = url, query.lstrip("?")
+        self.states: dict[str, object] = {}  # id -> WidgetState
+        self.widgets: dict[str, object] = {}  # id -> element proto, drawing order of the last run
+        self.cache: dict[str, object] = {}  # hash -> cacheable ForwardMsg of the last two runs
+        self.page_hash, self.ws, self.table = "", None, None
+
+    async def connect(self) -> None:
+        import websockets
+
+        host = self.url.split("://", 1)[1]
+        self.ws = await websockets.connect(
+            f"ws://{host}/_stcore/stream",
+            subprotocols=["streamlit"],
+            origin=self.url,
+            max_size=None,
+            ping_interval=None,  # the frontend sends no websocket pings
+        )
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def run(self, changed=None, timeout: float = 600.0) -> dict:
+        """Reruns the page (with `changed`, a WidgetState, as if the user had set it): the run's
+        seconds (None on timeout), charts drawn, exceptions, finish status, metrics table rows."""
+        if changed is not None:
+            self.states[changed.id] = changed
+        t0 = time.perf_counter()
+        await self.ws.send(rerun_msg(self.query, self.states, self.page_hash, set(self.cache)))
+        try:
+            run = await asyncio.wait_for(self._receive(), timeout)
+        except TimeoutError:
+            self.ws.close_timeout = 1
+            await self.close()  # a stuck session is left, as a user would reload
+            await self.connect()
+            return dict(seconds=None, charts=0, exceptions=0, status=None, table=None)
+        run["seconds"] = time.perf_counter() - t0
+        return run
+
+    async def _receive(self) -> dict:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        seen: dict[str, object] = {}
+        cache: dict[str, object] = {}
+        charts = exceptions = 0
+        table = None
+        while True:
+            msg = ForwardMsg()
+            msg.ParseFromString(await self.ws.recv())
+            kind = msg.WhichOneof("type")
+            if kind == "ref_hash":
+                msg = self.cache[msg.ref_hash]
+                kind = "delta"
+            if kind == "new_session":
+                self.page_hash = msg.new_session.page_script_hash or self.page_hash
+            elif kind == "page_info_changed":
+                self.query = msg.page_info_changed.query_string  # the frontend's URL
+            elif kind == "script_finished":
+                self.states = {i: s for i, s in self.states.items() if i in seen}
+                self.widgets, self.cache, self.table = seen, {**self.cache, **cache}, table
+                return dict(
+                    charts=charts, exceptions=exceptions, status=msg.script_finished, table=table
+                )
+            if kind != "delta" or msg.delta.WhichOneof("type") != "new_element":
+                continue
+            if msg.metadata.cacheable:
+                cache[msg.hash] = msg
+            el = msg.delta.new_element
+            etype = el.WhichOneof("type")
+            charts += etype == "bidi_component" and bool(el.bidi_component.json)
+            exceptions += etype == "exception"
+            if etype == "markdown" and "off-support rate" in el.markdown.body:
+                table = markdown_rows(el.markdown.body)
+            if etype in WIDGET_VALUES:
+                self._track(getattr(el, etype), WIDGET_VALUES[etype], seen)
+
+    def _track(self, e, value_of, seen: dict) -> None:
+        """Stores the element's shown value as its widget state (frontend rules, see class)."""
+        seen[e.id] = e
+        if e.set_value or e.id not in self.states:
+            field, value = value_of(e)
+            if value is not None:
+                self.states[e.id] = widget_state(e.id, field, value)
+
+    def step(self, label: str, nth: int, direction: int):
+        """(direction, WidgetState) of one arrow-key step on the nth slider whose label contains
+        `label`, reversing at its ends, as in the browser mode's `move`."""
+        e = [w for w in self.widgets.values() if hasattr(w, "step") and label in w.label][nth]
+        ws = self.states[e.id]
+        if e.options:  # select_slider: a step is the next option
+            now, lo, hi = (
+                list(e.options).index(ws.string_array_value.data[0]),
+                0,
+                len(e.options) - 1,
+            )
+            step = 1
+        else:
+            now, lo, hi, step = ws.double_array_value.data[0], e.min, e.max, e.step
+        if (direction > 0 and now >= hi) or (direction < 0 and now <= lo):
+            direction = -direction
+        new = min(max(now + direction * step, lo), hi)
+        if e.options:
+            return direction, widget_state(e.id, "string_array_value", [e.options[int(new)]])
+        return direction, widget_state(e.id, "double_array_value", [round(new, 10)])
+
+
+def failed(run: dict) -> bool:
+    """A run that raised, did not finish normally, or lacks the 8 figures or the metrics table."""
+    return bool(run["exceptions"]) or run["status"] != 0 or run["charts"] < 8 or not run["table"]
+
+
+async def protocol_phases(args, url: str, server, log: SamplerLog, out: dict) -> dict:
+    """Phases (1)-(3) of the module docstring with ProtocolSessions ((1) only if the browser did
+    not run it); each run is timed from the rerun BackMsg to script_finished."""
+    me = os.getpid()
+    shown = out.pop("shown", [])
+
+    def cpu():
+        return cpu_seconds(me, exclude=server.pid, tree=True), cpu_seconds(server.pid)
+
+    async def open_at(query: str) -> tuple[ProtocolSession, dict]:
+        session = ProtocolSession(url, query)
+        await session.connect()
+        return session, await session.run(timeout=args.timeout)
+
+    def row(n: int, runs: list[dict], cpu_wall, queries=()) -> dict:
+        times = [r["seconds"] for r in runs if r["seconds"] is not None]
+        done = [r for r in runs if r["seconds"] is not None]
+        res = summary(
+            n, times, len(runs) - len(done), sum(map(failed, done)), queries, cpu_wall, log, server
+        )
+        return {**res, "exceptions": sum(r["exceptions"] for r in done)}
+
+    log.take()
+    out.setdefault("rss_start", rss_mb(server.pid))
+    sessions = []
+    if "open" not in out:  # (1) every session opens the shared link at once
+        c0, t0 = cpu(), time.perf_counter()
+        opened = await asyncio.gather(*(open_at("") for _ in range(args.pages)))
+        cpu_wall = (c0, cpu(), time.perf_counter() - t0)
+        sessions = [s for s, _ in opened]
+        out["open"] = row(
+            args.pages, [r for _, r in opened], cpu_wall, [f"?{s.query}" for s in sessions]
+        )
+        shown += [(s.query, s.table) for s in sessions]
+    base = out["open"]["queries"][0].lstrip("?")
+
+    def own_seed(seed: int) -> str:
+        return reseed(url, base, seed).split("?", 1)[1]
+
+    # (2) single user on its own seed, η moved --single times with the others idle
+    solo, _ = await open_at(own_seed(999_000))
+    log.take()
+    solo_runs, direction = [], 1
+    for _ in range(args.single):
+        direction, changed = solo.step("sampler η", 0, direction)
+        solo_runs.append(await solo.run(changed, args.timeout))
+        await asyncio.sleep(args.think)
+    done = [r["seconds"] for r in solo_runs if r["seconds"] is not None]
+    out["single"] = dict(
+        n=args.single,
+        median=pct(done, 50),
+        times=done,
+        timeouts=args.single - len(done),
+        errors=sum(map(failed, solo_runs)),
+    )
+    log.take()
+
+    # (3) movers: own seed each (untimed open), then concurrent slider steps for --duration s
+    reopened = await asyncio.gather(*(open_at(own_seed(1000 + i)) for i in range(args.movers)))
+    movers = [s for s, _ in reopened]
+    log.take()
+    runs: list[dict] = [r for _, r in reopened if r["seconds"] is None]
+
+    async def walk(i: int, session: ProtocolSession):
+        label, nth = SLIDERS[i % len(SLIDERS)]
+        direction = 1 if (i // len(SLIDERS)) % 2 == 0 else -1
+        end = time.perf_counter() + args.duration
+        while time.perf_counter() < end:
+            direction, changed = session.step(label, nth, direction)
+            runs.append(await session.run(changed, args.timeout))
+            await asyncio.sleep(args.think)
+
+    c0, t0 = cpu(), time.perf_counter()
+    await asyncio.gather(*(walk(i, m) for i, m in enumerate(movers)))
+    out["move"] = row(args.movers, runs, (c0, cpu(), time.perf_counter() - t0))
+    out["errors_all"] = sum(map(failed, solo_runs + runs))
+    out["check"] = check_metrics(shown + [(s.query, s.table) for s in movers + [solo]])
+    for s in sessions + movers + [solo]:
+        await s.close()
+    return out
+
+
+async def run_phases(args, url: str, server, log: SamplerLog) -> dict:
+    """Phase (1) by --open-client, (2)-(3) by --client (the browser closed before the protocol's)."""
+    out: dict = {}
+    if "browser" in (args.open_client, args.client):
+        out = await browser_phases(args, url, server, log)
+    if args.client == "protocol":
+        out = await protocol_phases(args, url, server, log, out)
+    return out
+
+
+def markdown_rows(body: str) -> list[list[str]]:
+    """A markdown table's rows as the browser's cells read (header first, separator dropped)."""
+    rows = [
+        line.strip().strip("|").split("|") for line in body.splitlines() if line.startswith("|")
+    ]
+    cells = [[c.strip().replace("**", "") for c in r] for r in rows]
+    return [r for r in cells if not all(set(c) <= set("-:") for c in r)]
 
 
 # ------------------------------------------------------------------------------------------ checking
@@ -447,6 +734,46 @@ def memory_phase(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ report
+CLIENTS = {
+    "browser": "by headless Chromium pages (one browser, one context per page)",
+    "protocol": "by protocol-level sessions (websocket /_stcore/stream, no browser)",
+}
+
+
+UNTIL = {  # what a phase's latency is timed to, per client: (opening, moving)
+    "browser": ("to a complete page", "to updated figures"),
+    "protocol": ("to script_finished", "to script_finished"),
+}
+
+
+def client_notes(args, b: dict) -> list[str]:
+    """The report's lines on who generated the load and what its CPU seconds include."""
+    browser = (
+        f"Generator CPU with Chromium = this process + Playwright's driver + Chromium (all "
+        f"{b.get('procs', 0)} child processes); on these 2 shared cores it competes with the "
+        "server, so a page's latency includes the browser's own rendering of 8 Plotly figures."
+    )
+    if args.client == "browser":
+        return [f"- {browser}"]
+    return [
+        f"- Client of (2)-(3): **protocol** (`--client protocol`; (1): `--open-client "
+        f"{args.open_client}`). Each session speaks the frontend's protocol to the real "
+        "`streamlit run app.py`: a `BackMsg.rerun_script` with the page's query string, page hash, "
+        "every widget's state (the changed slider's new value) and its cached message hashes; a "
+        "move is timed from that message to `script_finished`, and counts as an error if the run "
+        "sent an exception, did not finish normally, or lacked the 8 figure components or the "
+        "metrics table. It draws nothing: the time a browser takes to render is not included.",
+        "- Generator CPU of the protocol phases = this process only"
+        + (
+            f" (Chromium, which drove (1), was closed before (2)). {browser}"
+            if args.open_client == "browser"
+            else "."
+        ),
+        f"- Protocol runs that failed: single {b['single']['errors']}, movers {b['move']['errors']} "
+        f"({b['move'].get('exceptions', 0)} exception elements).",
+    ]
+
+
 def report(args, b: dict | None, m: dict | None, load: tuple) -> str:
     """The markdown report with the acceptance verdicts."""
     lines = [
@@ -469,17 +796,18 @@ def report(args, b: dict | None, m: dict | None, load: tuple) -> str:
         share_open = o["gen_cpu"] / max(o["gen_cpu"] + o["server_cpu"], 1e-9)
         share_move = mv["gen_cpu"] / max(mv["gen_cpu"] + mv["server_cpu"], 1e-9)
         lines += [
-            f"## Browser: one server, one Chromium, {o['n']} pages",
+            f"## Sessions: one server; (1) {CLIENTS[args.open_client]}, (2)-(3) "
+            f"{CLIENTS[args.client]}",
             "",
             "| phase | pages | p50 s | p95 s | max s | timeouts | exceptions | sampler runs (distinct) "
             "| server CPU s | generator CPU s (share) | server RSS MiB after |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| server idle, before any page | | | | | | | | | | {b['rss_start']:.0f} |",
-            f"| (1) {o['n']} pages open the same link at once (to a complete page) | {o['n']} "
+            f"| (1) {o['n']} pages open the same link at once ({UNTIL[args.open_client][0]}) | {o['n']} "
             f"| {o['p50']:.2f} | {o['p95']:.2f} | {o['max']:.2f} | {o['timeouts']} | {o['errors']} "
             f"| {o['runs']} ({o['distinct']}) "
             f"| {o['server_cpu']:.1f} | {o['gen_cpu']:.1f} ({share_open:.0%}) | {o['rss']:.0f} |",
-            f"| (2) single user, η moved {s['n']}× alone (to updated figures) | 1 | {s['median']:.2f} "
+            f"| (2) single user, η moved {s['n']}× alone ({UNTIL[args.client][1]}) | 1 | {s['median']:.2f} "
             f"| | {max(s['times'], default=float('nan')):.2f} | {s['timeouts']} | {s['errors']} | | | | |",
             f"| (3) {mv['n']} pages move sliders for {args.duration:g} s, {args.think:g} s think time "
             f"({mv['moves']} moves) | {mv['n']} | {mv['p50']:.2f} | {mv['p95']:.2f} | {mv['max']:.2f} "
@@ -493,9 +821,7 @@ def report(args, b: dict | None, m: dict | None, load: tuple) -> str:
             "- Movers each opened their own seed first (untimed), so each move is a sampler run, not a "
             "cache hit of another page; each walks one slider (η, δ, left γ, right γ, right τ; two "
             "directions), reversing at the ends (revisits are cache hits).",
-            f"- Generator CPU = this process + Playwright's driver + Chromium (all {b['procs']} child "
-            "processes); on these 2 shared cores it competes with the server, so the latencies above "
-            "include the browser's own rendering of 8 Plotly figures per page.",
+            *client_notes(args, b),
             f"- Metrics check: {ch['pages']} pages, {ch['scenes']} distinct scenes, {ch['checked']} values "
             f"compared with `toydiff.scene.run` within display precision: {len(ch['mismatches'])} mismatches"
             + ("" if not ch["mismatches"] else ": " + "; ".join(ch["mismatches"][:5])),
@@ -566,6 +892,18 @@ def main(argv: list[str] | None = None) -> int:
         default=500,
         help="distinct scenes in memory mode (500; 0 = skip)",
     )
+    p.add_argument(
+        "--client",
+        choices=("protocol", "browser"),
+        default="protocol",
+        help="who drives (2)-(3): websocket sessions (default) or Chromium pages",
+    )
+    p.add_argument(
+        "--open-client",
+        choices=("browser", "protocol"),
+        default="browser",
+        help="who drives (1), the same-link opens: Chromium pages (default) or websocket sessions",
+    )
     p.add_argument("--no-browser", action="store_true", help="memory mode only")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/load.md"), help="report path")
     p.add_argument("--memory-worker", type=int, help=argparse.SUPPRESS)
@@ -583,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url, server, timeout=90.0)
-            b = asyncio.run(browser_phases(args, url, server, SamplerLog(log_path)))
+            b = asyncio.run(run_phases(args, url, server, SamplerLog(log_path)))
         finally:
             server.terminate()
             try:
