@@ -92,26 +92,37 @@ def main():
         layout="wide",
         initial_sidebar_state="collapsed" if present else "auto",
     )
+    chart.preload()
     state.load_url_once()
     state.apply_pending()
     present = lecture_ui()
     common = common_ui()
-    specs = {side: rule_ui(side) for side in SIDES}
+    if present:
+        panels.presentation_style()
+    body(common, present)
+
+
+@st.fragment
+def body(common: dict, present: bool):
+    """Everything but the sidebar. A rule control (γ, τ, …) reruns only this: Streamlit's browser
+    side re-renders every element a rerun sends, and the sidebar would add its ~25 widgets."""
+    top = st.container()
+    with st.expander("Rules of the two columns", expanded=not present):
+        specs = dict(zip(SIDES, (rule_ui(side, col) for side, col in zip(SIDES, st.columns(2)))))
     scenes = {side: make_scene(common, spec) for side, spec in specs.items()}
     pair = {side: s for side, s in scenes.items() if isinstance(s, Scene)}
     name = state.write_url(pair, present).get("scene") if len(pair) == 2 else None
-    if present:
-        panels.presentation_style()
-    header(common, name, present)
-    for message in st.session_state.pop("url_warnings", []):
-        st.warning(message)
+    with top:
+        header(common, name, present)
+        for message in st.session_state.pop("url_warnings", []):
+            st.warning(message)
+        if present and panels.presentation_nav():
+            st.rerun(scope="app")  # the next scene's widgets are applied at the app's top
     net = common["net"]
     runs = {
         side: simulate(run_key(s), net) if isinstance(s, Scene) else None
         for side, s in scenes.items()
     }
-    if present:  # outside the fragment below: a step must rerun the whole page
-        panels.presentation_nav()
     trajectories_view(scenes, runs, present)
     metrics_view(scenes, net)
     if present:
@@ -329,10 +340,10 @@ def common_ui() -> dict:
     )
 
 
-def rule_ui(side: str) -> dict:
-    """Sidebar rule selector of one column and its parameters, generated from the registry."""
-    sb = st.sidebar
-    sb.header(f"{side.capitalize()} column")
+def rule_ui(side: str, box) -> dict:
+    """Rule selector of one column and its parameters (generated from the registry) in `box`."""
+    sb = box
+    sb.markdown(f"**{side.capitalize()} column**")
     names = list(guidance.RULES)
     method = sb.selectbox(
         f"{side} rule",
@@ -350,7 +361,7 @@ def rule_ui(side: str) -> dict:
             if method == SIDES[side]["method"]
             else param.default
         )
-        spec[name] = param_ui(f"{side}.{method}.{name}", name, param, default)
+        spec[name] = param_ui(box, f"{side}.{method}.{name}", name, param, default)
     key = f"{side}.{method}.interval"
     lo, hi = sb.slider(
         "guidance interval t",
@@ -365,7 +376,7 @@ def rule_ui(side: str) -> dict:
     return {**spec, "t_lo": float(lo), "t_hi": float(hi)}
 
 
-def param_ui(key: str, name: str, param: guidance.Param, default: float) -> float:
+def param_ui(box, key: str, name: str, param: guidance.Param, default: float) -> float:
     """A slider for one rule parameter: log-spaced values for γ and log parameters, else linear."""
     label = f"{SYMBOLS.get(name, name)} ({name})"
     current = float(
@@ -374,7 +385,7 @@ def param_ui(key: str, name: str, param: guidance.Param, default: float) -> floa
     if param.log or name == "gamma":
         values = sorted(set(state.log_values(param.lo, param.hi, default)) | {current})
         return float(
-            st.sidebar.select_slider(
+            box.select_slider(
                 label,
                 values,
                 key=key,
@@ -387,7 +398,7 @@ def param_ui(key: str, name: str, param: guidance.Param, default: float) -> floa
     if default:
         step = min(step, 10.0 ** np.floor(np.log10(abs(default))))
     return float(
-        st.sidebar.slider(
+        box.slider(
             label,
             float(param.lo),
             float(param.hi),

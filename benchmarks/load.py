@@ -174,9 +174,9 @@ async def open_page_at(page, url: str, timeout_ms: int) -> float | None:
 
 
 def slider(page, label: str, nth: int):
-    """The keyboard-focusable thumb of the nth sidebar slider whose label contains `label`."""
+    """The keyboard-focusable thumb of the nth slider whose label contains `label`."""
     return (
-        page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
+        page.locator("[data-testid='stSlider']")  # η, δ in the sidebar; γ, τ above the columns
         .filter(has_text=label)
         .nth(nth)
         .get_by_role("slider")

@@ -37,7 +37,7 @@ def test_keyboard_moves_gamma_and_the_figure_follows(page):
     before = _title(page, 0)
     page.evaluate("document.querySelectorAll('.js-plotly-plot').forEach((g, i) => g._tag = i)")
     slider = (
-        page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
+        page.locator("[data-testid='stExpander'] [data-testid='stSlider']")
         .filter(has_text="γ (gamma)")
         .first.get_by_role("slider")
     )

@@ -45,6 +45,10 @@ function plotly() {
   return loading;
 }
 export default function ({ parentElement, data }) {
+  if (!data || !data.figure) {  // preload(): fetch plotly.js while the server computes
+    plotly().catch(() => {});
+    return;
+  }
   let gd = parentElement.querySelector('.toydiff-plot');
   if (!gd) {
     gd = document.createElement('div');
@@ -65,6 +69,13 @@ export default function ({ parentElement, data }) {
 """.replace("__BUNDLE__", NAME)
 
 _component = st.components.v2.component("toydiff.plotly", js=JS, isolate_styles=False)
+
+
+def preload() -> None:
+    """Starts loading plotly.js in the browser (call at the top of the page, before the work
+    that makes the first figure): the 4.7 MB bundle then loads while the server computes."""
+    if st.get_option("server.enableStaticServing"):
+        _component(data={"figure": None}, key="plotly.preload")
 
 
 def show(fig, key: str, config: dict | None = None, container=None) -> None:

@@ -95,12 +95,13 @@ def presentation_style():
     )
 
 
-def presentation_nav():
-    """◀ / ▶ through the curated scenes, with their position."""
+def presentation_nav() -> bool:
+    """◀ / ▶ through the curated scenes, with their position; True when one was clicked (its
+    callback queued the next scene's widgets: the caller reruns the whole app)."""
     names = scenes.NAMES
     current = st.session_state.get("lecture", "—")
     left, mid, right = st.columns([1, 6, 1])
-    left.button(
+    clicked = left.button(
         "◀ previous",
         key="nav.prev",
         on_click=state.step_curated,
@@ -108,7 +109,7 @@ def presentation_nav():
         width="stretch",
         help="Previous curated scene.",
     )
-    right.button(
+    clicked |= right.button(
         "next ▶",
         key="nav.next",
         on_click=state.step_curated,
@@ -121,6 +122,7 @@ def presentation_nav():
         f"<div style='text-align:center;font-size:1.1rem;color:#666'>scene {pos}</div>",
         unsafe_allow_html=True,
     )
+    return clicked
 
 
 # ------------------------------------------------------------------------------------------ sweep
