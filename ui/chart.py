@@ -11,6 +11,7 @@ plotly.js is the plotly package's own bundle, served by Streamlit's static file 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 
@@ -26,7 +27,9 @@ def _install_bundle() -> None:
     target = STATIC / NAME
     if not target.exists() or target.stat().st_size != BUNDLE.stat().st_size:
         STATIC.mkdir(exist_ok=True)
-        shutil.copyfile(BUNDLE, target)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        shutil.copyfile(BUNDLE, partial)
+        os.replace(partial, target)  # atomic: a concurrent start never serves half a file
 
 
 _install_bundle()
