@@ -123,36 +123,40 @@ def body(common: dict, present: bool):
         side: simulate(run_key(s), net) if isinstance(s, Scene) else None
         for side, s in scenes.items()
     }
-    trajectories_view(scenes, runs, present)
+    trajectories_view(scenes, runs, net, present)
     metrics_view(scenes, net)
     if present:
         return
     field_view(scenes, net)
-    weights_view(scenes, runs)
-    outcome_view(scenes, runs)
+    weights_view(scenes, runs, net)
+    outcome_view(scenes, runs, net)
     st.divider()
-    tabs = st.tabs(
-        ["Share", "γ sweep", "Export for slides", "Mixture editor", "Train a net", "Method atlas"]
-    )
-    with tabs[0]:
-        panels.share_ui(pair)
-    with tabs[1]:
-        panels.sweep_ui(pair, net, denoiser_for)
-    with tabs[2]:
-        panels.export_ui(
+    tab_views = {
+        "Share": lambda: panels.share_ui(pair),
+        "γ sweep": lambda: panels.sweep_ui(pair, net, denoiser_for),
+        "Export for slides": lambda: panels.export_ui(
             pair,
             runs,
             {side: metrics_of(run_key(s), net) for side, s in pair.items()},
             mixture_of,
             threshold_of,
-        )
-    mix = load_mixture(common["preset"] or st.session_state["custom_mixture"])
-    with tabs[3]:
-        panels.editor_ui(mix)
-    with tabs[4]:
-        panels.train_ui(common, mix)
-    with tabs[5]:
-        atlas.atlas_ui()
+        ),
+        "Mixture editor": lambda: panels.editor_ui(data_mixture(common)),
+        "Train a net": lambda: panels.train_ui(common, data_mixture(common)),
+        "Method atlas": atlas.atlas_ui,
+    }
+    # only the open tab runs (a tab click reruns this fragment): a slider move skips the rest
+    for tab, view in zip(
+        st.tabs(list(tab_views), key="tab", on_change="rerun"), tab_views.values()
+    ):
+        if tab.open:
+            with tab:
+                view()
+
+
+def data_mixture(common: dict) -> toydiff.Mixture:
+    """The sidebar's data: the preset's mixture or the session's edited one."""
+    return load_mixture(common["preset"] or st.session_state["custom_mixture"])
 
 
 def presentation_flag() -> bool:
@@ -452,7 +456,7 @@ def view_extent(runs: list[dict]) -> float:
 
 
 @st.fragment
-def trajectories_view(scenes: dict, runs: dict, present: bool = False):
+def trajectories_view(scenes: dict, runs: dict, net: str | None, present: bool = False):
     if not present:
         st.subheader("Trajectories")
     trails = (
@@ -469,22 +473,28 @@ def trajectories_view(scenes: dict, runs: dict, present: bool = False):
     lim = view_extent(valid) if valid else None
     for side, col in columns_for(scenes, messages=True).items():
         scene, run = scenes[side], runs[side]
-        bg = background(mix_key(scene), scene.positive, scene.negative, lim)
         if run["warning"]:
             col.warning(run["warning"])
         off = int(np.sum(~np.all(np.abs(run["x0"]) <= lim, 1)))  # NaN counts as off-screen
-        title = f"{title_of(scene)}<br><sup>{run['diverged']} diverged · {off} off-screen</sup>"
-        fig = plots.trajectory_figure(
-            plots.background_traces(bg["u"], bg["log_p"], bg["p_neg"]),
-            run["frames"],
-            run["frame_ts"],
-            run["labels"],
-            bg["lim"],
-            title,
-            trails=150 if trails else 0,
-        )
-        fig = plots.presentation(fig) if present else fig
-        chart.show(fig, f"traj.{side}", plots.CONFIG, col)
+
+        def figure(scene=scene, run=run, off=off):
+            bg = background(mix_key(scene), scene.positive, scene.negative, lim)
+            title = f"{title_of(scene)}<br><sup>{run['diverged']} diverged · {off} off-screen</sup>"
+            args = (
+                plots.background_traces(bg["u"], bg["log_p"], bg["p_neg"]),
+                run["frames"],
+                run["frame_ts"],
+                run["labels"],
+                bg["lim"],
+                title,
+                150 if trails else 0,
+            )
+            if present:
+                return plots.presentation(plots.trajectory_figure(*args))
+            return plots.trajectory_spec(*args)  # a dict: no plotly Frame objects to build
+
+        key = figure_key("traj", scene, net, lim, trails, present)
+        chart.show(figure, f"traj.{side}", plots.CONFIG, col, cache_key=key)
         col.caption(
             f"{len(run['labels'])} samples, {scene.steps} steps, η = {scene.eta:g}; "
             f"{run['diverged']} diverged, {off} outside the view."
@@ -547,10 +557,11 @@ def field_view(scenes: dict, net: str | None = None):
     zmax = max([float(np.nanmax(f[heat])) for f in maps.values() if heat in f] + [1e-6])
     for side, col in cols.items():
         chart.show(
-            field_fig(scenes[side], maps[side], heat, zmax, shown, t),
+            lambda side=side: field_fig(scenes[side], maps[side], heat, zmax, shown, t),
             f"field.{side}",
             plots.CONFIG,
             col,
+            cache_key=figure_key("field", scenes[side], net, t, heat, zmax, shown),
         )
     st.caption(
         "Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
@@ -586,16 +597,18 @@ def field_fig(scene: Scene, f: dict, heat: str, zmax: float, shown: list[str], t
     )
 
 
-def weights_view(scenes: dict, runs: dict):
+def weights_view(scenes: dict, runs: dict, net: str | None):
     st.subheader("Weights over time")
     for side, col in columns_for(scenes).items():
-        run = runs[side]
-        stats = {k: v for k, v in run["stats"].items()}
+        run, scene = runs[side], scenes[side]
         chart.show(
-            plots.weights_figure(run["step_ts"], stats, title_of(scenes[side])),
+            lambda run=run, scene=scene: plots.weights_figure(
+                run["step_ts"], run["stats"], title_of(scene)
+            ),
             f"weights.{side}",
             plots.CONFIG,
             col,
+            cache_key=figure_key("weights", scene, net),
         )
     st.caption(
         "Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ "
@@ -603,20 +616,31 @@ def weights_view(scenes: dict, runs: dict):
     )
 
 
-def outcome_view(scenes: dict, runs: dict):
+def outcome_view(scenes: dict, runs: dict, net: str | None):
     st.subheader("Outcome against the ideal target")
     for side, col in columns_for(scenes).items():
         scene, run = scenes[side], runs[side]
-        bg = background(mix_key(scene), scene.positive, scene.negative)
-        chart.show(
-            plots.outcome_figure(
+
+        def figure(scene=scene, run=run):
+            bg = background(mix_key(scene), scene.positive, scene.negative)
+            return plots.outcome_figure(
                 bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene)
-            ),
+            )
+
+        chart.show(
+            figure,
             f"outcome.{side}",
             plots.CONFIG,
             col,
+            cache_key=figure_key("outcome", scene, net),
         )
     st.caption("Blue contours: the ideal target p(x | positive, ¬negative) at t = 0.")
+
+
+def figure_key(view: str, scene: Scene, net: str | None, *extra) -> str:
+    """What determines a view's figure: the view, the sampler run (scene without t, net) and the
+    view's own settings; the key of the figure cache shared by all sessions (ui/chart.py)."""
+    return json.dumps([view, run_key(scene), net, *extra])
 
 
 if __name__ == "__main__":

@@ -388,7 +388,7 @@ def test_inline_mixture_from_a_link_and_the_editor():
 
 
 def test_sweep_runs_both_rules_in_time_and_a_click_opens_the_point():
-    at = _query({"scene": "why_ncfg_fails"})
+    at = _query({"scene": "why_ncfg_fails"}, tab="γ sweep")  # only the open tab runs
     _ok(at)
     at.button(key="sweep.run").click().run()
     _ok(at)
@@ -415,6 +415,30 @@ def test_sweep_runs_both_rules_in_time_and_a_click_opens_the_point():
     assert any(d.get("name") == "left: now" for d in _charts(at)["sweep.chart"]["data"])
 
 
+def test_only_the_open_tab_runs_and_every_tab_renders():
+    at = _start(**SMALL)
+    _ok(at)
+    assert [t.label for t in at.tabs] == [
+        "Share",
+        "γ sweep",
+        "Export for slides",
+        "Mixture editor",
+        "Train a net",
+        "Method atlas",
+    ]
+    assert not [b for b in at.button if b.key == "sweep.run"]  # Share is open, the sweep not run
+    for label, key in [("γ sweep", "sweep.run"), ("Train a net", "train.run")]:
+        at.session_state["tab"] = label
+        at.run()
+        _ok(at)
+        assert [b.key for b in at.button if b.key == key] == [key], label
+    for label in ("Export for slides", "Mixture editor", "Method atlas", "Share"):
+        at.session_state["tab"] = label
+        at.run()
+        _ok(at)
+    assert not [b for b in at.button if b.key in ("sweep.run", "train.run")]
+
+
 def test_sweep_timing_warm():
     from toydiff import scenes
     from ui import panels
@@ -429,7 +453,7 @@ def test_sweep_timing_warm():
 
 
 def test_live_training_finishes_in_a_minute_with_progress_and_becomes_a_score_source():
-    at = _query({"preset": "three_blobs", "n": "250", "steps": "10"})
+    at = _query({"preset": "three_blobs", "n": "250", "steps": "10"}, tab="Train a net")
     _ok(at)
     start = time.perf_counter()
     at.button(key="train.run").click().run(timeout=120)
@@ -539,3 +563,36 @@ def test_app_denoiser_has_the_rules_weak_branch(method, weak):
         a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(leaves(den), leaves(default))
     ]
     assert len(leaves(den)) != len(leaves(default)) or any(differs)
+
+
+def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
+    """ui.chart.to_json (orjson) decodes to what plotly's own encoder writes (NaN -> null, numpy
+    scalars and arrays), and the app's trajectory dict is exactly plots.trajectory_figure."""
+    import numpy as np
+    import plotly
+
+    from toydiff.viz import plots
+    from ui import chart
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(6, 50, 2)).astype(np.float32)
+    u = np.linspace(-3, 3, 20, dtype=np.float32)
+    log_p = rng.normal(size=(20, 20)).astype(np.float32)
+    log_p[3, 4] = np.nan
+    args = (
+        plots.background_traces(u, log_p, None),
+        frames,
+        np.arange(6),
+        rng.integers(0, 3, 50),
+        np.float32(3.0),
+        "t",
+    )
+    fig = plots.trajectory_figure(*args)
+    ours = json.loads(chart.to_json(fig))
+    theirs = json.loads(json.dumps(fig.to_plotly_json(), cls=plotly.utils.PlotlyJSONEncoder))
+    assert ours == theirs and ours["data"][0]["z"]["bdata"]
+    assert json.loads(chart.to_json(plots.trajectory_spec(*args))) == theirs
+    assert json.loads(chart.to_json({"a": np.float32(np.nan), "b": np.arange(2)})) == {
+        "a": None,
+        "b": [0, 1],
+    }
