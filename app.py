@@ -493,8 +493,7 @@ def trajectories_view(scenes: dict, runs: dict, net: str | None, present: bool =
                 return plots.presentation(plots.trajectory_figure(*args))
             return plots.trajectory_spec(*args)  # a dict: no plotly Frame objects to build
 
-        key = figure_key("traj", scene, net, lim, trails, present)
-        chart.show(figure, f"traj.{side}", plots.CONFIG, col, cache_key=key)
+        draw(col, "traj", side, scene, net, figure, lim, trails, present)
         col.caption(
             f"{len(run['labels'])} samples, {scene.steps} steps, η = {scene.eta:g}; "
             f"{run['diverged']} diverged, {off} outside the view."
@@ -556,13 +555,8 @@ def field_view(scenes: dict, net: str | None = None):
     maps = {side: field_at(run_key(scenes[side]), int(t), net) for side in cols}
     zmax = max([float(np.nanmax(f[heat])) for f in maps.values() if heat in f] + [1e-6])
     for side, col in cols.items():
-        chart.show(
-            lambda side=side: field_fig(scenes[side], maps[side], heat, zmax, shown, t),
-            f"field.{side}",
-            plots.CONFIG,
-            col,
-            cache_key=figure_key("field", scenes[side], net, t, heat, zmax, shown),
-        )
+        make = lambda side=side: field_fig(scenes[side], maps[side], heat, zmax, shown, t)
+        draw(col, "field", side, scenes[side], net, make, t, heat, zmax, shown)
     st.caption(
         "Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
         "is p(n | x_t) = ½ at this t; grey lines are the noisy density p_t(x)."
@@ -601,15 +595,10 @@ def weights_view(scenes: dict, runs: dict, net: str | None):
     st.subheader("Weights over time")
     for side, col in columns_for(scenes).items():
         run, scene = runs[side], scenes[side]
-        chart.show(
-            lambda run=run, scene=scene: plots.weights_figure(
-                run["step_ts"], run["stats"], title_of(scene)
-            ),
-            f"weights.{side}",
-            plots.CONFIG,
-            col,
-            cache_key=figure_key("weights", scene, net),
+        make = lambda run=run, scene=scene: plots.weights_figure(
+            run["step_ts"], run["stats"], title_of(scene)
         )
+        draw(col, "weights", side, scene, net, make)
     st.caption(
         "Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ "
         "drops to 0 once a sample no longer resembles the negative concept."
@@ -627,20 +616,16 @@ def outcome_view(scenes: dict, runs: dict, net: str | None):
                 bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene)
             )
 
-        chart.show(
-            figure,
-            f"outcome.{side}",
-            plots.CONFIG,
-            col,
-            cache_key=figure_key("outcome", scene, net),
-        )
+        draw(col, "outcome", side, scene, net, figure)
     st.caption("Blue contours: the ideal target p(x | positive, ¬negative) at t = 0.")
 
 
-def figure_key(view: str, scene: Scene, net: str | None, *extra) -> str:
-    """What determines a view's figure: the view, the sampler run (scene without t, net) and the
-    view's own settings; the key of the figure cache shared by all sessions (ui/chart.py)."""
-    return json.dumps([view, run_key(scene), net, *extra])
+def draw(col, view: str, side: str, scene: Scene, net: str | None, make, *settings):
+    """One column's view in `col` (chart key "view.side"). `make()` builds the figure only on a
+    miss of the figure cache shared by all sessions (ui/chart.py), keyed by what determines it:
+    the view, the sampler run (scene without t, net) and the view's own settings."""
+    key = json.dumps([view, run_key(scene), net, *settings])
+    chart.show(make, f"{view}.{side}", plots.CONFIG, col, cache_key=key)
 
 
 if __name__ == "__main__":

@@ -596,3 +596,20 @@ def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
         "a": None,
         "b": [0, 1],
     }
+
+
+def test_field_legend_lists_only_the_arrow_fields():
+    """The field view's legend names the drawn arrow fields, nothing else (no 'trace 1')."""
+    import numpy as np
+
+    from toydiff.viz import plots
+
+    u = np.linspace(-2, 2, 9, dtype=np.float32)
+    grid = np.stack(np.meshgrid(u, u), -1).reshape(-1, 2)
+    log_p = -0.5 * (grid**2).sum(1).reshape(9, 9)
+    arrows = {name: (grid, np.ones_like(grid)) for name in ("guided", "term")}
+    fig = plots.field_figure(
+        u, log_p, "log_p", None, arrows, 0.5, 2.0, "t", log_p, 1 / (1 + np.exp(log_p))
+    )
+    listed = [t.name for t in fig.data if t.type != "heatmap" and t.showlegend is not False]
+    assert listed == [plots.FIELD_LABELS["guided"], plots.FIELD_LABELS["term"]]

@@ -361,6 +361,8 @@ def field_figure(
                 np.exp(log_p - np.max(log_p)),
                 line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
                 contours=dict(coloring="none", start=0.05, end=1, size=0.2),
+                name="p_t(x)",
+                showlegend=False,  # the caption explains the grey lines; only arrows are listed
             )
         )
     if p_neg is not None:
