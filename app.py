@@ -481,7 +481,7 @@ def trajectories_view(scenes: dict, runs: dict, net: str | None, present: bool =
             bg = background(mix_key(scene), scene.positive, scene.negative, lim)
             title = f"{title_of(scene)}<br><sup>{run['diverged']} diverged · {off} off-screen</sup>"
             args = (
-                plots.background_traces(bg["u"], bg["log_p"], bg["p_neg"]),
+                plots.background(bg["u"], bg["log_p"], bg["p_neg"]),
                 run["frames"],
                 run["frame_ts"],
                 run["labels"],
@@ -617,7 +617,7 @@ def outcome_view(scenes: dict, runs: dict, net: str | None):
             )
 
         draw(col, "outcome", side, scene, net, figure)
-    st.caption("Blue contours: the ideal target p(x | positive, ¬negative) at t = 0.")
+    st.caption("Blue shade: the ideal target density p(x | positive, ¬negative) at t = 0.")
 
 
 def draw(col, view: str, side: str, scene: Scene, net: str | None, make, *settings):

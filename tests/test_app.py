@@ -132,7 +132,9 @@ def test_every_control_has_help_and_reruns_without_error():
         widget.set_value(value).run()
         _ok(at)
         assert not at.error, (widget.key, [e.value for e in at.error])
-    assert len(_charts(at)["traj.left"]["data"]) == 8  # 3 background + trails + points + 3 legend
+    traj = _charts(at)["traj.left"]
+    assert len(traj["data"]) == 6  # region edge + trails + points + 3 legend
+    assert len(traj["layout"]["images"]) == 1  # density and negative region, one raster
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -580,7 +582,7 @@ def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
     log_p = rng.normal(size=(20, 20)).astype(np.float32)
     log_p[3, 4] = np.nan
     args = (
-        plots.background_traces(u, log_p, None),
+        plots.background(u, log_p, None),
         frames,
         np.arange(6),
         rng.integers(0, 3, 50),
@@ -590,7 +592,7 @@ def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
     fig = plots.trajectory_figure(*args)
     ours = json.loads(chart.to_json(fig))
     theirs = json.loads(json.dumps(fig.to_plotly_json(), cls=plotly.utils.PlotlyJSONEncoder))
-    assert ours == theirs and ours["data"][0]["z"]["bdata"]
+    assert ours == theirs and ours["data"][0]["x"]["bdata"]
     assert json.loads(chart.to_json(plots.trajectory_spec(*args))) == theirs
     assert json.loads(chart.to_json({"a": np.float32(np.nan), "b": np.arange(2)})) == {
         "a": None,

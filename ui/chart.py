@@ -50,6 +50,27 @@ function plotly() {
   });
   return loading;
 }
+// Figures waiting to be drawn (chart div -> latest figure), in the order they arrived. The first
+// is drawn at once, each next one after the previous one was painted: the page's first chart
+// shows before the others are computed, instead of all of a rerun's charts being drawn in one
+// long task and painted together.
+const waiting = new Map();
+let drawing = false;
+function drawNext() {
+  if (!waiting.size) { drawing = false; return; }
+  const [gd, fig] = waiting.entries().next().value;
+  waiting.delete(gd);
+  if (gd.isConnected) {
+    plotly()
+      .then(P => P.react(gd, fig))
+      .catch(e => { gd.textContent = 'figure failed: ' + e.message; });
+  }
+  requestAnimationFrame(() => setTimeout(drawNext));  // after this frame is painted
+}
+function drawSoon(gd, fig) {
+  waiting.set(gd, fig);  // a newer figure for a waiting chart keeps its place in the queue
+  if (!drawing) { drawing = true; drawNext(); }
+}
 export default function ({ parentElement, data }) {
   if (!data || !data.figure) {  // preload(): fetch plotly.js while the server computes
     plotly().catch(() => {});
@@ -63,11 +84,7 @@ export default function ({ parentElement, data }) {
   }
   if (gd._toydiffFigure !== data.figure) {
     gd._toydiffFigure = data.figure;
-    const fig = JSON.parse(data.figure);
-    gd._toydiffQueue = (gd._toydiffQueue || Promise.resolve())
-      .then(() => plotly())
-      .then(P => P.react(gd, fig))
-      .catch(e => { gd.textContent = 'figure failed: ' + e.message; });
+    drawSoon(gd, JSON.parse(data.figure));
   }
   // purge only when the element is really gone (this also runs before an in-place update)
   return () => setTimeout(() => { if (!gd.isConnected && window.Plotly) window.Plotly.purge(gd); });

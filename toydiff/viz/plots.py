@@ -7,9 +7,12 @@ fixed axes, so the two columns of the app are directly comparable.
 from __future__ import annotations
 
 import base64
+import io
 
+import contourpy
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 
 from ..metrics import OUTCOME_COLORS
 
@@ -104,49 +107,80 @@ def _layout(lim: float, title: str, height: int = 470, **extra) -> dict:
     )
 
 
-def _contour(u, z, **kw) -> dict:
+def _rgba(color: str) -> np.ndarray:
+    """'rgba(r,g,b,a)' as floats (r, g, b in 0..255, a in 0..1)."""
+    return np.array([float(c) for c in color[color.index("(") + 1 : -1].split(",")])
+
+
+def _raster(u: np.ndarray, layers: list[tuple[np.ndarray, list]]) -> dict:
+    """Layers (z, colorscale) of z ∈ [0, 1] on the grid u × u (NaN: transparent), each coloured
+    by its two-stop colorscale as a Plotly heatmap would be and stacked in order (alpha "over"),
+    as one PNG layout image under the traces. (One image: Plotly keys layout images by position,
+    so two at the same place would draw as one.)
+
+    The browser scales the image with bilinear filtering, like zsmooth="best", but draws it
+    once: a heatmap is re-interpolated into a canvas on every redraw (~15 ms each per update
+    in software-rendered Chromium). Pixel i is centred on u[i], like a heatmap brick."""
+    rgb, alpha = np.zeros((*layers[0][0].shape, 3)), np.zeros((*layers[0][0].shape, 1))
+    for z, colorscale in layers:
+        lo, hi = (_rgba(c) for _, c in colorscale)
+        t = np.nan_to_num(np.clip(z, 0.0, 1.0))[..., None]
+        top = lo + (hi - lo) * t
+        a = np.where(np.isnan(z)[..., None], 0.0, top[..., 3:])
+        out = a + alpha * (1 - a)
+        rgb = (top[..., :3] * a + rgb * alpha * (1 - a)) / np.maximum(out, 1e-12)
+        alpha = out
+    rgba = np.concatenate([rgb, 255 * alpha], -1)[::-1]  # image rows run from the top (high y)
+    buf = io.BytesIO()
+    Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(buf, "PNG")
+    half = (u[1] - u[0]) / 2
     return dict(
-        type="contour", x=_arr(u), y=_arr(u), z=_arr(z), showscale=False, hoverinfo="skip", **kw
+        source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+        xref="x",
+        yref="y",
+        x=float(u[0] - half),
+        y=float(u[-1] + half),
+        sizex=float(u[-1] - u[0] + 2 * half),
+        sizey=float(u[-1] - u[0] + 2 * half),
+        sizing="stretch",
+        layer="below",
     )
 
 
-def _shade(u, z, colorscale, **kw) -> dict:
-    """A smoothed heatmap of z ∈ [0, 1] without hover or colour bar: filled contours look the same
-    and cost several times more to draw in the browser."""
+def _isolines(u: np.ndarray, z: np.ndarray, levels, **kw) -> dict:
+    """Contour lines of z on the grid u × u at `levels`, computed here (contourpy, as matplotlib
+    does) and drawn as one NaN-separated SVG line: a Plotly contour trace is re-traced in the
+    browser on every update."""
+    gen = contourpy.contour_generator(u, u, np.ma.masked_invalid(z))
+    nan = np.full((1, 2), np.nan)
+    parts = [part for level in levels for line in gen.lines(level) for part in (line, nan)]
+    xy = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 2), np.float32)
     return dict(
-        type="heatmap",
-        x=_arr(u),
-        y=_arr(u),
-        z=_arr(z),
-        zmin=0.0,
-        zmax=1.0,
-        zsmooth="best",
-        colorscale=colorscale,
-        showscale=False,
-        hoverinfo="skip",
-        **kw,
+        type="scatter", x=_arr(xy[:, 0]), y=_arr(xy[:, 1]), mode="lines", hoverinfo="skip", **kw
     )
 
 
 def _edge(u, p_neg, width: float = 1.0) -> dict:
     """The negative region's edge p(n | x) = ½ as a dotted red line."""
-    return _contour(
+    return _isolines(
         u,
         p_neg,
-        contours=dict(coloring="none", start=0.5, end=0.5),
+        [0.5],
         line=dict(width=width, color="rgba(203,24,29,0.7)", dash="dot"),
         name="p(n | x) = ½",
         showlegend=False,
     )
 
 
-def background_traces(u: np.ndarray, log_p: np.ndarray, p_neg: np.ndarray | None) -> list:
-    """Density p(x) shaded grey and the negative region p(n|x) > ½ shaded red, edge dotted."""
-    traces = [_shade(u, np.exp(log_p - np.max(log_p)), DENSITY_SCALE)]
+def background(u: np.ndarray, log_p: np.ndarray, p_neg: np.ndarray | None) -> dict:
+    """Density p(x) shaded grey and the negative region p(n|x) > ½ shaded red (one layout
+    image), the region's edge dotted (a trace): {"images": [...], "traces": [...]}."""
+    layers = [(np.exp(log_p - np.max(log_p)), DENSITY_SCALE)]
+    traces = []
     if p_neg is not None:
-        region = np.where(p_neg > 0.5, 1.0, np.nan).astype(np.float32)
-        traces += [_shade(u, region, [[0, NEG_SHADE], [1, NEG_SHADE]]), _edge(u, p_neg)]
-    return traces
+        layers.append((np.where(p_neg > 0.5, 1.0, np.nan), [[0, NEG_SHADE], [1, NEG_SHADE]]))
+        traces.append(_edge(u, p_neg))
+    return dict(images=[_raster(u, layers)], traces=traces)
 
 
 def _legend(labels: np.ndarray) -> list:
@@ -208,7 +242,7 @@ def trajectory_figure(*args, **kwargs) -> go.Figure:
 
 
 def trajectory_spec(
-    bg: list,
+    bg: dict,
     frames: np.ndarray,
     ts: np.ndarray,
     labels: np.ndarray,
@@ -217,7 +251,7 @@ def trajectory_spec(
     trails: int = 0,
     frame_ms: int = 30,
 ) -> dict:
-    """Animated samples (F, N, 2) over `bg`, coloured by final outcome, play/pause and a scrubber,
+    """Animated samples (F, N, 2) over `bg` (plots.background), coloured by final outcome, play/pause and a scrubber,
     as a plain figure dict (data, layout, frames): the app serializes it without building ~100
     plotly Frame objects (~15 ms at 2000 points × 50 steps); trajectory_figure wraps it.
 
@@ -225,8 +259,8 @@ def trajectory_spec(
     ts (F,) labels the frames by timestep (−1 = the final x̂0).
     """
     extra = [_trails(frames, trails)] if trails else []
-    data = [*bg, *extra, _points(frames[-1], labels), *_legend(labels)]
-    k = len(bg) + len(extra)
+    data = [*bg["traces"], *extra, _points(frames[-1], labels), *_legend(labels)]
+    k = len(bg["traces"]) + len(extra)
     frame_list = [
         dict(
             data=[dict(type="scattergl", x=_arr(f[:, 0]), y=_arr(f[:, 1]))], traces=[k], name=str(i)
@@ -246,7 +280,7 @@ def trajectory_spec(
         dict(label="▶ play", method="animate", args=[None, anim]),
         dict(label="❚❚ pause", method="animate", args=[[None], still]),
     ]
-    layout = _layout(lim, title, height=580)
+    layout = _layout(lim, title, height=580, images=bg["images"])
     layout.update(
         margin=dict(l=45, r=15, t=80, b=60),
         legend=dict(
@@ -356,11 +390,11 @@ def field_figure(
     ]
     if log_p is not None:
         data.append(
-            _contour(
+            _isolines(
                 u,
                 np.exp(log_p - np.max(log_p)),
+                [0.05, 0.25, 0.45, 0.65, 0.85],
                 line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
-                contours=dict(coloring="none", start=0.05, end=1, size=0.2),
                 name="p_t(x)",
                 showlegend=False,  # the caption explains the grey lines; only arrows are listed
             )
@@ -468,8 +502,9 @@ def outcome_figure(
     dens = np.nan_to_num(
         np.exp(log_p_target - (np.max(log_p_target[finite]) if finite.any() else 0.0))
     )
-    target = _shade(u, dens, [[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.5)"]])
-    return _figure([target, _points(x0, labels), *_legend(labels)], _layout(lim, title))
+    target = _raster(u, [(dens, [[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.5)"]])])
+    layout = _layout(lim, title, images=[target])
+    return _figure([_points(x0, labels), *_legend(labels)], layout)
 
 
 # ------------------------------------------------------------------------------------ metrics table

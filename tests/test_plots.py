@@ -1,0 +1,90 @@
+"""Figure pieces drawn from precomputed arrays: the background raster and contour lines, checked
+against the colour scale's formula and the level sets they stand for."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from toydiff.viz import plots
+
+
+def _png(image: dict) -> np.ndarray:
+    """The layout image's pixels (rows from the top, like the PNG)."""
+    data = base64.b64decode(image["source"].removeprefix("data:image/png;base64,"))
+    return np.asarray(Image.open(io.BytesIO(data)), np.float64)
+
+
+def _decode(typed: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(typed["bdata"]), typed["dtype"])
+
+
+def test_raster_colours_like_the_colorscale_and_stacks_layers_over_each_other():
+    u = np.linspace(-1.0, 1.0, 5, dtype=np.float32)
+    z = np.linspace(0, 1, 25).reshape(5, 5)
+    region = np.full((5, 5), np.nan)
+    region[1, 3] = 1.0
+    grey = [[0, "rgba(255,255,255,0)"], [1, "rgba(90,90,90,0.55)"]]
+    red = [[0, "rgba(227,74,51,0.13)"], [1, "rgba(227,74,51,0.13)"]]
+    image = plots._raster(u, [(z, grey), (region, red)])
+    px = _png(image)[::-1]  # row i at y = u[i]
+    assert px.shape == (5, 5, 4)
+
+    # one layer: RGBA interpolated linearly between the two stops, as Plotly's colour scale does
+    rgb = 255 + (90 - 255) * z
+    alpha = 0.55 * z
+    bottom = np.ones((5, 5), bool)
+    bottom[1, 3] = False
+    np.testing.assert_allclose(px[..., 3][bottom], 255 * alpha[bottom], atol=0.51)
+    lit = bottom & (alpha > 0.05)  # colour is only defined (to within rounding) where visible
+    np.testing.assert_allclose(px[..., 0][lit], rgb[lit], atol=0.51 / alpha[lit].min() + 0.51)
+
+    # the red pixel over the grey one: Porter–Duff "over"
+    a_top, a_bot = 0.13, alpha[1, 3]
+    a = a_top + a_bot * (1 - a_top)
+    want = (np.array([227, 74, 51]) * a_top + rgb[1, 3] * a_bot * (1 - a_top)) / a
+    np.testing.assert_allclose(px[1, 3, :3], want, atol=1.0)
+    assert abs(px[1, 3, 3] - 255 * a) <= 0.51
+
+    # pixel centres on the grid points, like heatmap bricks; drawn under the traces
+    du = float(u[1] - u[0])
+    assert image["x"] == u[0] - du / 2 and image["y"] == u[-1] + du / 2
+    assert image["sizex"] == image["sizey"] == float(u[-1] - u[0]) + du
+    assert (image["xref"], image["yref"], image["layer"]) == ("x", "y", "below")
+
+
+def test_isolines_lie_on_the_level_set_and_close_around_it():
+    u = np.linspace(-2, 2, 81)
+    x, y = np.meshgrid(u, u)
+    z = x**2 + y**2
+    z[0, 0] = np.nan  # a masked corner changes nothing away from it
+    line = plots._isolines(u, z, [1.0], name="r = 1")
+    xs, ys = _decode(line["x"]), _decode(line["y"])
+    assert np.isnan(xs[-1]) and np.isnan(ys[-1])  # each line ends with a NaN separator
+    ok = ~np.isnan(xs)
+    r = np.hypot(xs[ok], ys[ok])
+    assert np.abs(r - 1).max() < 2e-3  # linear interpolation on a 0.05 grid
+    angles = np.sort(np.arctan2(ys[ok], xs[ok]))
+    assert np.diff(np.r_[angles, angles[0] + 2 * np.pi]).max() < 0.1  # the whole circle
+    assert line["type"] == "scatter" and line["name"] == "r = 1"
+
+    none = plots._isolines(u, z, [100.0])  # no such level: an empty trace, not an error
+    assert _decode(none["x"]).size == 0
+
+
+def test_trajectory_background_is_one_raster_and_the_edge_of_the_negative_region():
+    u = np.linspace(-3, 3, 31, dtype=np.float32)
+    x, y = np.meshgrid(u, u)
+    log_p = -0.5 * (x**2 + y**2)
+    p_neg = 1 / (1 + np.exp(-4 * x))  # p(n | x) = ½ on the line x = 0
+    bg = plots.background(u, log_p, p_neg)
+    assert len(bg["images"]) == 1 and len(bg["traces"]) == 1
+    edge = _decode(bg["traces"][0]["x"])
+    np.testing.assert_allclose(edge[~np.isnan(edge)], 0.0, atol=1e-6)
+    px = _png(bg["images"][0])[::-1]
+    a_bot = px[15, 5, 3] / 255  # x = −2: density only; x = +2: the same density under the red
+    assert abs(px[15, 25, 3] - 255 * (0.13 + a_bot * (1 - 0.13))) <= 1.0
+    assert plots.background(u, log_p, None)["traces"] == []
