@@ -6,12 +6,21 @@ No math here: numbers come from `toydiff`, figures from `toydiff.viz.plots`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import pathlib
+import streamlit as st
 
-import jax
+from ui import chart
+
+# First, before the heavy imports below (JAX alone takes ~1 s): the browser starts loading
+# plotly.js (4.7 MB, ~1.3 s to evaluate in software-rendered Chromium) while this script imports,
+# samples and builds the first figures.
+chart.preload()
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import pathlib  # noqa: E402
+
+import jax  # noqa: E402
 
 # Before any JAX operation: reuse compiled samplers across app restarts (≈ 16 ms per load).
 # TOYDIFF_JAX_CACHE overrides the folder (the latency benchmark measures a cold start with it).
@@ -22,7 +31,6 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
 
 import toydiff  # noqa: E402
 from toydiff import fields, guidance, mixtures, schedule  # noqa: E402
@@ -30,7 +38,7 @@ from toydiff import scene as scene_mod  # noqa: E402
 from toydiff import scenes as scenes_mod  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
 from toydiff.viz import plots  # noqa: E402
-from ui import atlas, chart, panels, state  # noqa: E402
+from ui import atlas, panels, state  # noqa: E402
 from ui.compute import (  # noqa: E402
     FIELD_RES,
     SCORE_LABELS,
@@ -92,7 +100,6 @@ def main():
         layout="wide",
         initial_sidebar_state="collapsed" if present else "auto",
     )
-    chart.preload()
     state.load_url_once()
     state.apply_pending()
     present = lecture_ui()
@@ -543,14 +550,16 @@ def field_view(scenes: dict, net: str | None = None):
         key="field_heat",
         help="Colour map under the arrows: the rule's negative weight at x_t.",
     )
-    toggles = st.columns(len(FIELD_TOGGLES))
-    shown = [
-        name
-        for col, (name, label) in zip(toggles, FIELD_TOGGLES.items())
-        if col.checkbox(
-            label, name in ("guided", "term"), key=f"show.{name}", help=f"Draw the {label} field."
-        )
-    ]
+    shown = st.pills(
+        "arrows",
+        list(FIELD_TOGGLES),
+        selection_mode="multi",
+        format_func=FIELD_TOGGLES.get,
+        key="show",
+        **state.widget_kwargs("show", default=["guided", "term"]),
+        help="The fields drawn as arrows: ε of the unconditional, positive and negative "
+        "branches, the guided ε̂, the guidance term ε̂ − ε, or the sampler's step.",
+    )  # one widget, not six checkboxes in six columns: a t move reruns this view's every element
     cols = columns_for(scenes)
     maps = {side: field_at(run_key(scenes[side]), int(t), net) for side in cols}
     zmax = max([float(np.nanmax(f[heat])) for f in maps.values() if heat in f] + [1e-6])

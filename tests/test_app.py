@@ -14,6 +14,7 @@ from streamlit.testing.v1.element_tree import UnknownElement
 from toydiff import PRESETS, RULES, fields, guidance, mixtures, sampler
 from toydiff import metrics as metrics_mod
 from toydiff import scene as scene_mod
+from toydiff.viz import plots
 from ui import training
 
 APP = str(pathlib.Path(__file__).resolve().parents[1] / "app.py")
@@ -104,8 +105,15 @@ def test_default_view_shows_ncfg_against_ccfg():
 def test_every_control_has_help_and_reruns_without_error():
     at = _start(**SMALL)
     _ok(at)
-    widgets = [*at.selectbox, *at.slider, *at.select_slider, *at.number_input, *at.radio]
-    assert len(widgets) >= 14
+    widgets = [
+        *at.selectbox,
+        *at.slider,
+        *at.select_slider,
+        *at.number_input,
+        *at.radio,
+        *at.pills,
+    ]
+    assert len(widgets) >= 15
     assert all(w.help for w in widgets), [w.label for w in widgets if not w.help]
     changes = [
         (at.selectbox(key="positive.three_blobs"), "A"),
@@ -122,9 +130,7 @@ def test_every_control_has_help_and_reruns_without_error():
         (at.slider(key="left.ncfg.interval"), (200, 800)),
         (at.slider(key="field_t"), 100),
         (at.selectbox(key="field_heat"), "lam_neg"),
-        (at.checkbox(key="show.uncond"), True),
-        (at.checkbox(key="show.neg"), True),
-        (at.checkbox(key="show.step"), True),
+        (at.pills(key="show"), ["uncond", "neg", "step", "guided"]),
         (at.toggle(key="trails"), True),
         (at.selectbox(key="preset"), "ring"),
     ]
@@ -132,7 +138,10 @@ def test_every_control_has_help_and_reruns_without_error():
         widget.set_value(value).run()
         _ok(at)
         assert not at.error, (widget.key, [e.value for e in at.error])
-    traj = _charts(at)["traj.left"]
+    charts = _charts(at)
+    arrows = {t["name"] for t in charts["field.left"]["data"] if t["type"] == "scattergl"}
+    assert arrows == {plots.FIELD_LABELS[k] for k in ("uncond", "neg", "step", "guided")}
+    traj = charts["traj.left"]
     assert len(traj["data"]) == 6  # region edge + trails + points + 3 legend
     assert len(traj["layout"]["images"]) == 1  # density and negative region, one raster
 
@@ -573,7 +582,6 @@ def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
     import numpy as np
     import plotly
 
-    from toydiff.viz import plots
     from ui import chart
 
     rng = np.random.default_rng(0)
@@ -603,8 +611,6 @@ def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
 def test_field_legend_lists_only_the_arrow_fields():
     """The field view's legend names the drawn arrow fields, nothing else (no 'trace 1')."""
     import numpy as np
-
-    from toydiff.viz import plots
 
     u = np.linspace(-2, 2, 9, dtype=np.float32)
     grid = np.stack(np.meshgrid(u, u), -1).reshape(-1, 2)

@@ -6,16 +6,21 @@ import json
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from toydiff import denoisers, mixtures, train
+from toydiff import denoisers, mixtures
 from toydiff.mixtures import Mixture
 
 from . import state
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas (~0.3 s) and toydiff.train (optax) are imported where used, in the editor and training
+# tabs: the app's first page never needs them and a start waits for every import.
 
 MAX_NETS = 3  # user nets per session
 MAX_STORED = 24  # user nets kept by the server for all sessions together (oldest dropped)
@@ -26,6 +31,8 @@ TRAIN_STEPS = (1000, 2000, 4000, 8000)
 # ------------------------------------------------------------------------------------ mixture editor
 def mixture_frame(mix: Mixture, concepts: list[str]) -> pd.DataFrame:
     """One row per component: mean, covariance entries, weight, membership in each named concept."""
+    import pandas as pd
+
     means, covs, w = np.asarray(mix.means), np.asarray(mix.covs), np.asarray(mix.weights)
     frame = pd.DataFrame(
         {
@@ -135,6 +142,8 @@ def net_denoiser(net: str, mix: Mixture):
 
 def train_net(mix: Mixture, steps: int, seed: int = 0, progress=None) -> dict:
     """Trains the main net on the mixture with train's step function; returns params, config, errors."""
+    from toydiff import train
+
     chunk = 250
     config = train.TrainConfig(steps=steps, chunk=chunk, warmup=min(500, steps // 10))
     net_config = train.default_net_config(mix)
@@ -200,6 +209,10 @@ def train_ui(common: dict, mix: Mixture):
     last = st.session_state.get("train.last")
     entry = _store().get(last) if last else None
     if entry:
+        import pandas as pd
+
+        from toydiff import train
+
         table = pd.DataFrame(entry["errors"], index=[f"t={t}" for t in train.ERROR_TS]).T
         st.markdown(
             f"**{entry['label']}**: relative ε error against the exact oracle "
