@@ -22,7 +22,9 @@ _LOG_2PI = math.log(2 * math.pi)
 def concept_table(mix: Mixture) -> jax.Array:
     """(C+1, K) log π_k m_{c,k} per concept, last row log π_k (the null concept ∅); numpy for a
     concrete mixture (no JAX dispatch), jax.numpy when its leaves are traced."""
-    xp = array_namespace(mix.weights, mix.membership)
+    # numpy or jax.numpy themselves (both array-API namespaces): array_api_compat's numpy
+    # wrapper costs ~0.25 s to import, on the app's first run
+    xp = array_namespace(mix.weights, mix.membership, use_compat=False)
     logw = xp.log(mix.weights)
     with np.errstate(divide="ignore"):
         return xp.concat([logw + xp.log(mix.membership), logw[None]], axis=0)

@@ -134,7 +134,9 @@ def log_weights(mix: Mixture, positive=None, negative=None):
     """(K,) log π_k m_{p,k} (1 − m_{n,k}): the component weights of p(x | p, ¬n) (MATH §2).
 
     numpy for a concrete mixture (no JAX dispatch), jax.numpy when its leaves are traced."""
-    xp = array_namespace(mix.weights, mix.membership)
+    # numpy or jax.numpy themselves (both array-API namespaces): array_api_compat's numpy
+    # wrapper costs ~0.25 s to import, on the app's first run
+    xp = array_namespace(mix.weights, mix.membership, use_compat=False)
     logw = xp.log(mix.weights)
     with np.errstate(divide="ignore"):  # log 0 = −inf: a component outside the target
         if positive is not None:
