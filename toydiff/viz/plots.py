@@ -251,9 +251,10 @@ def trajectory_spec(
     trails: int = 0,
     frame_ms: int = 30,
 ) -> dict:
-    """Animated samples (F, N, 2) over `bg` (plots.background), coloured by final outcome, play/pause and a scrubber,
-    as a plain figure dict (data, layout, frames): the app serializes it without building ~100
-    plotly Frame objects (~15 ms at 2000 points × 50 steps); trajectory_figure wraps it.
+    """Animated samples (F, N, 2) over `bg` (`background`), coloured by final outcome, play/pause
+    and a scrubber, as a plain figure dict (data, layout, frames): the app serializes it without
+    building ~100 plotly Frame objects (~15 ms at 2000 points × 50 steps); trajectory_figure
+    wraps it.
 
     The figure opens on the final frame; frames update only the points trace (x, y as float32).
     ts (F,) labels the frames by timestep (−1 = the final x̂0).
