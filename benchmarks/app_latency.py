@@ -5,7 +5,12 @@ and to the whole page; slider → updated trajectory figure and → every view u
 and τ (right) (medians over 20 keyboard moves; the first visit of a value samples, a revisit hits
 st.cache_data); the field's t slider → updated field (fragment rerun); animation frames per second
 at 2000 points × 100 frames (100 steps).
+
 Run: .venv/bin/python benchmarks/app_latency.py
+Side by side with another commit (the machine is shared and noisy: compare within one run):
+     .venv/bin/python benchmarks/app_latency.py --against 090fc4c --rounds 2
+runs this checkout and a git worktree of the commit alternately (`--rounds` times each) and
+writes both medians and their ratio to results/app_latency_vs_<commit>.md.
 """
 
 from __future__ import annotations
@@ -13,13 +18,21 @@ from __future__ import annotations
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, wait_healthy, wait_idle  # noqa: E402
+from conftest import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    start_app,
+    wait_healthy,
+    wait_idle,
+)
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 CHARTS = "document.querySelectorAll('.js-plotly-plot')"
@@ -38,13 +51,13 @@ FPS_HOOK = """() => new Promise(done => {
 })"""
 
 
-def start_to_page(browser, cache: str) -> tuple[float, float]:
+def start_to_page(browser, cache: str, root: pathlib.Path) -> tuple[float, float]:
     """Seconds from `streamlit run` to the first complete figure (trajectories drawn), and to a
     finished run with all 8 figures drawn."""
     os.environ["TOYDIFF_JAX_CACHE"] = cache
     port = free_port()
     t0 = time.perf_counter()
-    proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]))
+    proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]), root)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, 120)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -100,86 +113,149 @@ def fps_of(page) -> list[float]:
     return out
 
 
-def main():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        with tempfile.TemporaryDirectory() as cache:
-            cold = start_to_page(browser, cache)
-            warm = start_to_page(browser, cache)
-        os.environ["TOYDIFF_JAX_CACHE"] = str(ROOT / ".jax_cache")
-        port = free_port()
-        proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]))
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, proc, 120)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(url)
-            wait_idle(page)
-            page.wait_for_function(f"{CHARTS}.length >= 8", timeout=120_000)
-            gamma = moves(page, "γ (gamma)", 0, 6, ["ArrowRight"] * 10 + ["ArrowLeft"] * 10)
-            tau = moves(page, "τ (tau)", 1, 7, ["ArrowLeft"] * 10 + ["ArrowRight"] * 10)
-            t = moves(page, "timestep t", 2, 3, ["ArrowLeft"] * 20)
-            page.goto(url + "/?" + LONG)  # 100 steps: 101 animation frames
-            wait_idle(page)
-            page.wait_for_function(f"{CHARTS}.length >= 8", timeout=120_000)
-            frames = page.evaluate(f"{CHARTS}[0]._transitionData._frames.length")
-            fps = fps_of(page)
-        finally:
-            proc.terminate()
-            proc.wait(20)
-        browser.close()
+def measure(browser, root: pathlib.Path) -> tuple[list[tuple[str, float, str, str]], str]:
+    """The benchmark's rows (measure, value, unit, target) and raw move times for the app in
+    `root`."""
+    with tempfile.TemporaryDirectory() as cache:
+        cold = start_to_page(browser, cache, root)
+        warm = start_to_page(browser, cache, root)
+    os.environ["TOYDIFF_JAX_CACHE"] = str(root / ".jax_cache")
+    port = free_port()
+    proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]), root)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, 120)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(url)
+        wait_idle(page)
+        page.wait_for_function(f"{CHARTS}.length >= 8", timeout=120_000)
+        gamma = moves(page, "γ (gamma)", 0, 6, ["ArrowRight"] * 10 + ["ArrowLeft"] * 10)
+        tau = moves(page, "τ (tau)", 1, 7, ["ArrowLeft"] * 10 + ["ArrowRight"] * 10)
+        t = moves(page, "timestep t", 2, 3, ["ArrowLeft"] * 20)
+        page.goto(url + "/?" + LONG)  # 100 steps: 101 animation frames
+        wait_idle(page)
+        page.wait_for_function(f"{CHARTS}.length >= 8", timeout=120_000)
+        frames = page.evaluate(f"{CHARTS}[0]._transitionData._frames.length")
+        fps = fps_of(page)
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
     med = statistics.median
     g, gall, tau_, tall = gamma[0], gamma[1], tau[0], tau[1]
     rows = [
-        ("cold start → first complete figure (empty JAX cache)", f"{cold[0]:.2f} s", "≤ 8 s"),
-        ("cold start → whole page, 8 figures (empty JAX cache)", f"{cold[1]:.2f} s", ""),
-        ("warm start → first complete figure (JAX cache filled)", f"{warm[0]:.2f} s", "≤ 4 s"),
-        ("warm start → whole page, 8 figures (JAX cache filled)", f"{warm[1]:.2f} s", ""),
-        ("γ → trajectory figure, new values (median of 10)", f"{med(g[:10]):.0f} ms", "≤ 250 ms"),
-        ("γ → trajectory figure, revisited (median of 10)", f"{med(g[10:]):.0f} ms", "≤ 250 ms"),
-        (
-            "τ → trajectory figure, new values (median of 10)",
-            f"{med(tau_[:10]):.0f} ms",
-            "≤ 250 ms",
-        ),
-        ("τ → trajectory figure, revisited (median of 10)", f"{med(tau_[10:]):.0f} ms", "≤ 250 ms"),
-        (
-            "γ and τ → trajectory figure, all 40 moves (median)",
-            f"{med(g + tau_):.0f} ms",
-            "≤ 250 ms",
-        ),
-        (
-            "γ and τ → every view updated, run finished (median of 40)",
-            f"{med(gall + tall):.0f} ms",
-            "",
-        ),
+        ("cold start → first complete figure (empty JAX cache)", cold[0], "s", "≤ 8 s"),
+        ("cold start → whole page, 8 figures (empty JAX cache)", cold[1], "s", ""),
+        ("warm start → first complete figure (JAX cache filled)", warm[0], "s", "≤ 4 s"),
+        ("warm start → whole page, 8 figures (JAX cache filled)", warm[1], "s", ""),
+        ("γ → trajectory figure, new values (median of 10)", med(g[:10]), "ms", "≤ 250 ms"),
+        ("γ → trajectory figure, revisited (median of 10)", med(g[10:]), "ms", "≤ 250 ms"),
+        ("τ → trajectory figure, new values (median of 10)", med(tau_[:10]), "ms", "≤ 250 ms"),
+        ("τ → trajectory figure, revisited (median of 10)", med(tau_[10:]), "ms", "≤ 250 ms"),
+        ("γ and τ → trajectory figure, all 40 moves (median)", med(g + tau_), "ms", "≤ 250 ms"),
+        ("γ and τ → every view updated, run finished (median of 40)", med(gall + tall), "ms", ""),
         (
             "t slider → vector-field figure (median of 20, fragment rerun)",
-            f"{med(t[0]):.0f} ms",
+            med(t[0]),
+            "ms",
             "≤ 150 ms",
         ),
-        ("t slider → both field figures, run finished (median of 20)", f"{med(t[1]):.0f} ms", ""),
+        ("t slider → both field figures, run finished (median of 20)", med(t[1]), "ms", ""),
         (
             f"animation, {frames} frames × 2000 points (Scattergl), median of 3 plays",
-            f"{med(fps):.1f} fps",
+            med(fps),
+            "fps",
             "≥ 30 fps",
         ),
     ]
-    text = (
-        "# App latency (headless Chromium, software rendering, 2000 points × 50 steps × 2 rules)\n\n"
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `benchmarks/app_latency.py` on a shared "
-        f"{os.cpu_count()}-core machine (load average before the run: {LOAD}); one run, so "
-        "numbers are noisy.\n\n"
-        "| measure | value | target |\n|---|---:|---:|\n"
-        + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-        + "\n\nRaw (ms): "
-        + "; ".join(
+    raw = (
+        "; ".join(
             f"{name} {[round(x) for x in xs]}"
             for name, xs in [("γ", g), ("γ all", gall), ("τ", tau_), ("τ all", tall), ("t", t[0])]
         )
-        + f"; fps {[round(x, 1) for x in fps]}\n"
+        + f"; fps {[round(x, 1) for x in fps]}"
     )
-    out = ROOT / "benchmarks" / "results" / "app_latency.md"
+    return rows, raw
+
+
+def fmt(value: float, unit: str) -> str:
+    return (
+        f"{value:.2f} s"
+        if unit == "s"
+        else f"{value:.1f} fps"
+        if unit == "fps"
+        else f"{value:.0f} ms"
+    )
+
+
+def header(what: str) -> str:
+    return (
+        f"# App latency{what} (headless Chromium, software rendering, 2000 points × 50 steps × 2 "
+        f"rules)\n\nMeasured {time.strftime('%Y-%m-%d %H:%M')} by `benchmarks/app_latency.py"
+        f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on a shared {os.cpu_count()}-core "
+        f"machine (load average before the run: {LOAD}); "
+    )
+
+
+def single(browser) -> str:
+    rows, raw = measure(browser, ROOT)
+    return (
+        header("")
+        + "one run, so numbers are noisy.\n\n| measure | value | target |\n|---|---:|---:|\n"
+        + "\n".join(f"| {name} | {fmt(v, unit)} | {target} |" for name, v, unit, target in rows)
+        + f"\n\nRaw (ms): {raw}\n"
+    )
+
+
+def git(*args: str) -> str:
+    """The output of a git command in this checkout (raises CalledProcessError)."""
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def side_by_side(browser, sha: str, rounds: int) -> str:
+    """This checkout and a worktree of commit `sha`, measured alternately; medians, new / old."""
+    here = git("rev-parse", "--short", "HEAD")
+    with tempfile.TemporaryDirectory() as tmp:
+        other = pathlib.Path(tmp) / sha
+        git("worktree", "add", "--detach", str(other), sha)
+        try:
+            runs = {"old": [], "new": []}
+            for i in range(rounds):  # old, new, new, old, old, new, ...: drift hits both alike
+                order = [("old", other), ("new", ROOT)][:: 1 if i % 2 == 0 else -1]
+                for name, root in order:
+                    runs[name].append(measure(browser, root)[0])
+                    print(f"round {i + 1}/{rounds}: {name} done", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT)
+    med = statistics.median
+    lines = []
+    for k, (name, _, unit, target) in enumerate(runs["new"][0]):
+        old = med(r[k][1] for r in runs["old"])
+        new = med(r[k][1] for r in runs["new"])
+        lines.append(
+            f"| {name} | {fmt(old, unit)} | {fmt(new, unit)} | {new / old:.2f} | {target} |"
+        )
+    return (
+        header(f": {here} (working tree) against {sha}")
+        + f"{rounds} run{'s' if rounds > 1 else ''} of each, alternating; medians. new / old "
+        "below 1 is faster (above 1 "
+        "for frames per second).\n\n"
+        + f"| measure | {sha} | {here} (working tree) | new / old | target |\n"
+        + "|---|---:|---:|---:|---:|\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def main(against: str | None, rounds: int):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        text = single(browser) if against is None else side_by_side(browser, against, rounds)
+        browser.close()
+    name = "app_latency.md" if against is None else f"app_latency_vs_{against}.md"  # a short sha
+    out = ROOT / "benchmarks" / "results" / name
     out.write_text(text)
     print(text)
 
@@ -187,8 +263,18 @@ def main():
 if __name__ == "__main__":
     import argparse
 
-    argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    ).parse_args()
+    )
+    parser.add_argument("--against", metavar="COMMIT", help="measure side by side with a commit")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each side (default 2)")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.against is not None:
+        try:
+            args.against = git("rev-parse", "--short", "--verify", f"{args.against}^{{commit}}")
+        except (subprocess.CalledProcessError, OSError):
+            parser.error(f"--against: {args.against!r} is not a commit of this repository")
     LOAD = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    main()
+    main(args.against, args.rounds)

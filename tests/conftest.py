@@ -33,8 +33,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, log: pathlib.Path) -> subprocess.Popen:
-    """`streamlit run app.py` headless on 127.0.0.1:port, output to `log`."""
+def start_app(port: int, log: pathlib.Path, root: pathlib.Path = ROOT) -> subprocess.Popen:
+    """`streamlit run app.py` in `root` (default: this checkout), headless on 127.0.0.1:port,
+    output to `log`."""
     cmd = [
         sys.executable,
         "-m",
@@ -54,7 +55,7 @@ def start_app(port: int, log: pathlib.Path) -> subprocess.Popen:
     ]
     return subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=root,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
