@@ -191,7 +191,7 @@ def fmt(value: float, unit: str) -> str:
 def header(what: str) -> str:
     return (
         f"# App latency{what} (headless Chromium, software rendering, 2000 points × 50 steps × 2 "
-        f"rules)\n\nMeasured {time.strftime('%Y-%m-%d %H:%M')} by `benchmarks/app_latency.py"
+        f"rules)\n\nMeasured {STARTED}–{time.strftime('%H:%M')} by `benchmarks/app_latency.py"
         f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on a shared {os.cpu_count()}-core "
         f"machine (load average before the run: {LOAD}); "
     )
@@ -277,4 +277,5 @@ if __name__ == "__main__":
         except (subprocess.CalledProcessError, OSError):
             parser.error(f"--against: {args.against!r} is not a commit of this repository")
     LOAD = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    STARTED = time.strftime("%Y-%m-%d %H:%M")
     main(args.against, args.rounds)
