@@ -178,14 +178,11 @@ def measure(browser, root: pathlib.Path) -> tuple[list[tuple[str, float, str, st
     return rows, raw
 
 
+FORMATS = {"s": "{:.2f} s", "ms": "{:.0f} ms", "fps": "{:.1f} fps"}
+
+
 def fmt(value: float, unit: str) -> str:
-    return (
-        f"{value:.2f} s"
-        if unit == "s"
-        else f"{value:.1f} fps"
-        if unit == "fps"
-        else f"{value:.0f} ms"
-    )
+    return FORMATS[unit].format(value)
 
 
 def header(what: str) -> str:
@@ -239,9 +236,8 @@ def side_by_side(browser, sha: str, rounds: int) -> str:
         )
     return (
         header(f": {here} (working tree) against {sha}")
-        + f"{rounds} run{'s' if rounds > 1 else ''} of each, alternating; medians. new / old "
-        "below 1 is faster (above 1 "
-        "for frames per second).\n\n"
+        + f"{rounds} run{'s' if rounds > 1 else ''} of each, alternating; medians. "
+        "new / old below 1 is faster (above 1 for frames per second).\n\n"
         + f"| measure | {sha} | {here} (working tree) | new / old | target |\n"
         + "|---|---:|---:|---:|---:|\n"
         + "\n".join(lines)

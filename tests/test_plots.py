@@ -88,3 +88,18 @@ def test_trajectory_background_is_one_raster_and_the_edge_of_the_negative_region
     a_bot = px[15, 5, 3] / 255  # x = −2: density only; x = +2: the same density under the red
     assert abs(px[15, 25, 3] - 255 * (0.13 + a_bot * (1 - 0.13))) <= 1.0
     assert plots.background(u, log_p, None)["traces"] == []
+
+
+def test_densities_scale_to_peak_one_and_a_bad_cell_blanks_only_itself():
+    u = np.linspace(-2, 2, 5, dtype=np.float32)
+    x, y = np.meshgrid(u, u)
+    log_p = -0.5 * (x**2 + y**2) - 40.0  # far below 0: scaled to a peak of 1, not underflowed
+    log_p[0, 0] = np.nan
+    log_p[0, 1] = -np.inf
+    dens = plots._peak_one(log_p)
+    want = np.exp(-0.5 * (x**2 + y**2))
+    np.testing.assert_allclose(dens[2:, 2:], want[2:, 2:], rtol=1e-5)
+    assert dens[0, 0] == 0.0 and dens[0, 1] == 0.0 and dens.max() == 1.0
+    alpha = _png(plots.background(u, log_p, None)["images"][0])[::-1, :, 3]
+    np.testing.assert_allclose(alpha[1:], 255 * 0.55 * want[1:], atol=0.51)
+    assert alpha[0, 0] == 0

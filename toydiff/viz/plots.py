@@ -107,6 +107,13 @@ def _layout(lim: float, title: str, height: int = 470, **extra) -> dict:
     )
 
 
+def _peak_one(log_p: np.ndarray) -> np.ndarray:
+    """exp(log p) scaled to a maximum of 1 over its finite cells; non-finite cells are 0."""
+    finite = np.isfinite(log_p)
+    top = np.max(log_p[finite]) if finite.any() else 0.0
+    return np.where(finite, np.exp(np.where(finite, log_p, top) - top), 0.0)
+
+
 def _rgba(color: str) -> np.ndarray:
     """'rgba(r,g,b,a)' as floats (r, g, b in 0..255, a in 0..1)."""
     return np.array([float(c) for c in color[color.index("(") + 1 : -1].split(",")])
@@ -175,7 +182,7 @@ def _edge(u, p_neg, width: float = 1.0) -> dict:
 def background(u: np.ndarray, log_p: np.ndarray, p_neg: np.ndarray | None) -> dict:
     """Density p(x) shaded grey and the negative region p(n|x) > ½ shaded red (one layout
     image), the region's edge dotted (a trace): {"images": [...], "traces": [...]}."""
-    layers = [(np.exp(log_p - np.max(log_p)), DENSITY_SCALE)]
+    layers = [(_peak_one(log_p), DENSITY_SCALE)]
     traces = []
     if p_neg is not None:
         layers.append((np.where(p_neg > 0.5, 1.0, np.nan), [[0, NEG_SHADE], [1, NEG_SHADE]]))
@@ -393,7 +400,7 @@ def field_figure(
         data.append(
             _isolines(
                 u,
-                np.exp(log_p - np.max(log_p)),
+                _peak_one(log_p),
                 [0.05, 0.25, 0.45, 0.65, 0.85],
                 line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
                 name="p_t(x)",
@@ -499,11 +506,9 @@ def outcome_figure(
     title: str,
 ) -> go.Figure:
     """Final samples, coloured by outcome, over the ideal target density p(x | p, ¬n)."""
-    finite = np.isfinite(log_p_target)
-    dens = np.nan_to_num(
-        np.exp(log_p_target - (np.max(log_p_target[finite]) if finite.any() else 0.0))
+    target = _raster(
+        u, [(_peak_one(log_p_target), [[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.5)"]])]
     )
-    target = _raster(u, [(dens, [[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.5)"]])])
     layout = _layout(lim, title, images=[target])
     return _figure([_points(x0, labels), *_legend(labels)], layout)
 
