@@ -281,16 +281,17 @@ def common_ui() -> dict:
         step=0.05,
         **state.widget_kwargs("delta", value=0.3),
         help="The exact weak model is the mixture blurred by δ (Σ + δ²I); used by "
-        "autoguidance with exact scores.",
+        "autoguidance and CFG with a weak ∅ with exact scores.",
     )
     weak = sb.selectbox(
         "autoguidance guide",
         [None, *scene_mod.WEAK_MODELS],
         key="weak",
         format_func=lambda w: WEAK_LABELS[w],
-        help="The weak model autoguidance extrapolates away from: the small net shipped for "
-        "it, a net of lower capacity, the main net stopped early, or the exact mixture "
-        "blurred by δ. Default: blur with exact scores, the shipped weak net with learned ones.",
+        help="The weak model autoguidance extrapolates away from (and whose ε_∅ CFG with a "
+        "weak ∅ uses): the small net shipped for it, a net of lower capacity, the main net "
+        "stopped early, or the exact mixture blurred by δ. Default: blur with exact scores, "
+        "the shipped weak net with learned ones.",
     )
     eta = sb.slider(
         "sampler η",

@@ -14,7 +14,7 @@ SHAPES = [(7, 2), (3, 4, 5, 5)]
 
 def branches(shape, seed=0):
     rng = np.random.default_rng(seed)
-    names = ("uncond", "pos", "neg", "cond", "weak", "rand")
+    names = ("uncond", "pos", "neg", "cond", "weak", "weak_uncond", "rand")
     return {b: rng.normal(0, 1, shape).astype(np.float32) for b in names}
 
 
@@ -29,6 +29,8 @@ def reference(name, br, k):
             out[i] = e["cond"]
         elif name == "cfg":
             out[i] = e["uncond"] + g * dp
+        elif name == "cfg_weak":
+            out[i] = e["weak_uncond"] + g * (e["pos"] - e["weak_uncond"])
         elif name == "ncfg":
             out[i] = e["uncond"] + g * dp - g * dn
         elif name == "ccfg":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,71 @@ def test_batches_are_exact_conditionals():
         want = pi @ np.asarray(mix.means) / pi.sum()
         got = x0[concept == c]
         np.testing.assert_allclose(got.mean(0), want, atol=5 * got.std(0).max() / np.sqrt(len(got)))
+
+
+def test_lognormal_timesteps_follow_the_sigma_distribution():
+    ab = jnp.asarray(schedule.alpha_bars("linear"))
+    n, key = 200_000, jax.random.key(3)
+    t = np.asarray(train.sample_t(key, ab, n, 1.0))
+    sigma = np.sqrt((1 - np.asarray(ab)) / np.asarray(ab))
+    mean, std = train.LOGNORMAL
+    # t ≥ step  ⇔  σ > σ_{step−1}: probability 1 − Φ((log σ_{step−1} − m) / s)
+    sf = lambda step: 0.5 * math.erfc((np.log(sigma[step - 1]) - mean) / (std * math.sqrt(2)))
+    for step in (20, 60, 200, 500):
+        want = sf(step)
+        assert abs(np.mean(t >= step) - want) < 5 * np.sqrt(want * (1 - want) / n), step
+    uniform = np.asarray(train.sample_t(key, ab, n, 0.0))
+    np.testing.assert_array_equal(uniform, np.asarray(jax.random.randint(key, (n,), 0, 1000)))
+    half = np.asarray(train.sample_t(key, ab, n, 0.5))
+    want = 0.5 * sf(200) + 0.5 * 0.8
+    assert abs(np.mean(half >= 200) - want) < 5 * np.sqrt(0.25 / n)
+
+
+def test_exact_and_drawn_targets_are_the_mse_written_out():
+    mix = mixtures.preset("overlap")
+    net_config, data = _small(mix), train.make_data(mix)
+    params = nets.init(jax.random.key(2), net_config)
+    config, key, n = (
+        train.TrainConfig(batch=256, target="exact", t_lognormal=0.5),
+        jax.random.key(11),
+        256,
+    )
+    # the same draws as loss_fn, written out: batch, t, ε, x_t; then ε* row by row with exact.eps
+    batch_key, t_key, eps_key = jax.random.split(key, 3)
+    x0, concept = train.sample_batch(batch_key, data, n, config.p_uncond)
+    eps = np.asarray(jax.random.normal(eps_key, x0.shape))
+    c = np.asarray(concept)
+
+    def mse(t, exact_target):
+        ab = np.asarray(data.alpha_bars[t])
+        x_t = np.sqrt(ab)[:, None] * np.asarray(x0) + np.sqrt(1 - ab)[:, None] * eps
+        pred = np.asarray(nets.apply(params, net_config, x_t, t, ab, concept))
+        if not exact_target:
+            return np.mean((pred - eps) ** 2)
+        rows = [
+            exact.eps(mix, x_t[i : i + 1], ab[i], None if c[i] == 2 else int(c[i]))
+            for i in range(n)
+        ]
+        return np.mean((pred - np.concatenate(rows)) ** 2)
+
+    t_blocks = np.repeat(
+        np.asarray(train.sample_t(t_key, data.alpha_bars, train.EXACT_GROUPS, 0.5)), n // 16
+    )
+    assert len(np.unique(t_blocks)) > 1
+    got = float(train.loss_fn(params, net_config, data, key, config))
+    np.testing.assert_allclose(got, mse(t_blocks, True), rtol=1e-4)
+    drawn = dataclasses.replace(config, target="sample")
+    got = float(train.loss_fn(params, net_config, data, key, drawn))
+    np.testing.assert_allclose(
+        got, mse(train.sample_t(t_key, data.alpha_bars, n, 0.5), False), rtol=1e-4
+    )
+
+
+def test_preset_config_gives_the_tree_its_recipe():
+    assert train.preset_config("tree", steps=10) == train.TrainConfig(
+        steps=10, target="exact", t_lognormal=0.5
+    )
+    assert train.preset_config("three_blobs") == train.TrainConfig()
 
 
 def test_scan_chunk_equals_python_loop_of_train_step():

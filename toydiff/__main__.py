@@ -92,8 +92,8 @@ def cmd_train(args):
     names = mixtures.PRESETS if args.all else [args.preset]
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps: must be >= 1, got {args.steps}")
-    config = train.TrainConfig(**({} if args.steps is None else {"steps": args.steps}))
     for name in names:
+        config = train.preset_config(name, **({} if args.steps is None else {"steps": args.steps}))
         if args.weak:
             saved = [train.train_net(name, args.out, args.weak, config, args.seed)]
         else:

@@ -9,7 +9,12 @@ from urllib.parse import urlencode
 from . import guidance, scenes
 from .scene import Scene
 
-_SYMBOL = {"uncond": "ε_∅", "neg": "ε_n", "rand": "ε(x_t, c_random)"}
+_SYMBOL = {
+    "uncond": "ε_∅",
+    "neg": "ε_n",
+    "rand": "ε(x_t, c_random)",
+    "weak_uncond": "ε_∅ of the weak net or δ-blurred mixture",
+}
 _GUIDE = {  # Rule.weak -> (negative branch, extra training)
     "weak": (
         "ε_weak: weak net or δ-blurred mixture",
@@ -22,16 +27,18 @@ _GUIDE = {  # Rule.weak -> (negative branch, extra training)
 _BLOBS = dict(preset="three_blobs", negative="C")
 _ROUND = dict(preset="overlap", positive="round", negative=None)
 _BOTH = dict(preset="overlap", positive="round", negative="warm")
+_TREE = dict(preset="tree", positive="A", negative=None, delta=0.03, t=300.0)
 SCENES = {
     "none": dict(_BLOBS, negative=None),
     "cfg": _ROUND,
+    "cfg_weak": _TREE,
     "ncfg": _BLOBS,
     "ccfg": dict(_BLOBS, tau=1.0),
     "dng": _BLOBS,
     "dng_oracle": _BLOBS,
     "sd_negative": _BOTH,
     "perp_neg": _BOTH,
-    "autoguidance": dict(preset="tree", positive="A", negative=None, delta=0.03, t=300.0),
+    "autoguidance": _TREE,
     "sims": dict(_BLOBS, negative=None, score="learned"),
     "perturbed": dict(_BLOBS, negative=None, score="learned"),
     "icg": _ROUND,
@@ -109,13 +116,15 @@ def runs_on_images(r: guidance.Rule) -> bool:
 def _negative(r: guidance.Rule) -> str:
     if "weak" in r.branches:
         return _GUIDE[r.weak][0]
-    found = [_SYMBOL[b] for b in ("neg", "rand", "uncond") if b in r.branches]
+    found = [_SYMBOL[b] for b in ("neg", "rand", "weak_uncond", "uncond") if b in r.branches]
     return found[0] if found else "—"
 
 
 def _training(r: guidance.Rule) -> str:
     if "weak" in r.branches:
         return _GUIDE[r.weak][1]
+    if "weak_uncond" in r.branches:
+        return f"{_GUIDE[r.weak][1]}, with condition dropout"
     return "condition dropout (for ε_∅)" if "uncond" in r.branches else "none"
 
 

@@ -23,6 +23,7 @@ BRANCH_MODELS = {
     "cond": "main",
     "rand": "main",
     "weak": "weak",
+    "weak_uncond": "weak",
 }
 
 

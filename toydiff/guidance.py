@@ -63,6 +63,11 @@ def cfg(eps_uncond: Array, eps_pos: Array, *, gamma) -> tuple[Array, dict]:
     return eps, _info(lam_pos=lam_pos, scale_pos=scale_pos)
 
 
+def cfg_weak(eps_weak_uncond: Array, eps_pos: Array, *, gamma) -> tuple[Array, dict]:
+    """CFG with the weak model's ε_∅: ε̂ = ε_∅^weak + γ(ε_p − ε_∅^weak) (the autoguidance paper's CFG)."""
+    return cfg(eps_weak_uncond, eps_pos, gamma=gamma)
+
+
 def ncfg(eps_uncond: Array, eps_neg: Array, *, gamma, eps_pos=None) -> tuple[Array, dict]:
     """Negated CFG: ε̂ = ε_∅ [+ γΔ_p] − γΔ_n (as the CCFG paper and code define it)."""
     eps, lam_pos, scale_pos = _positive(eps_uncond, eps_uncond, eps_pos, gamma)
@@ -167,7 +172,7 @@ class Rule(NamedTuple):
     name: str
     fn: Callable
     label: str
-    branches: tuple[str, ...]  # positional branches: uncond | pos | neg | cond | weak | rand
+    branches: tuple[str, ...]  # positional: uncond | pos | neg | cond | weak | weak_uncond | rand
     params: dict[str, Param]
     optional_pos: bool = False  # takes eps_pos= when a positive concept is given
     state: str | None = None  # "tracked" | "oracle": DNG's p(n | x_t), carried by the sampler
@@ -255,6 +260,13 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "autoguidance", autoguidance, "Autoguidance", ("cond", "weak"), {"gamma": _gamma(2.0)}
+        ),
+        Rule(
+            "cfg_weak",
+            cfg_weak,
+            "CFG, weak unconditional model",
+            ("weak_uncond", "pos"),
+            {"gamma": _gamma(3.0)},
         ),
         Rule(
             "sims",

@@ -77,6 +77,7 @@ def branch_concepts(config: SamplerConfig, mix, cond: Cond, key: jax.Array) -> j
         "rand": jax.random.randint(key, (n,), 0, c),
     }
     ids["weak"] = ids[config.unguided]  # the weak model sees the same condition as the main one
+    ids["weak_uncond"] = ids["uncond"]  # ... or ∅ (CFG with a weak unconditional model)
     return jnp.stack([ids[b] for b in config.branches])
 
 

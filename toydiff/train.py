@@ -32,6 +32,20 @@ class TrainConfig:
     p_uncond: float = 0.2  # probability of the null concept, trained on x ~ p(x)
     chunk: int = 1000  # steps per lax.scan call (one progress-bar update)
     schedule: str = "linear"
+    target: str = "sample"  # regression target (MATH §1.1): the drawn ε, or "exact" ε*(x_t, c)
+    t_lognormal: float = 0.0  # share of a batch whose t comes from EDM's log-normal σ (MATH §1.1)
+
+
+# Recipes that differ from TrainConfig's defaults, by preset (MATH §1.1): the tree's branches are
+# thinner (std down to 0.004) than the noise at most t, so it regresses on ε* and trains more at small σ.
+PRESET_TRAIN: dict[str, dict] = {"tree": dict(target="exact", t_lognormal=0.5)}
+LOGNORMAL = (-2.3, 1.5)  # mean and std of log σ (the autoguidance paper's toy: P_mean, P_std)
+EXACT_GROUPS = 16  # distinct timesteps per batch with exact targets (the batch must divide by it)
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    """The main net's TrainConfig of a preset: the defaults, its PRESET_TRAIN recipe, then overrides."""
+    return TrainConfig(**{**PRESET_TRAIN.get(name, {}), **overrides})
 
 
 class TrainState(NamedTuple):
@@ -48,16 +62,20 @@ class Data(NamedTuple):
     chol: jax.Array  # (K, 2, 2) Cholesky factors of the covariances
     cdf: jax.Array  # (C+1, K) cumulative component probabilities per concept row, last row ∅
     alpha_bars: jax.Array  # (T,)
+    mix: Mixture  # for exact targets
+    logw: jax.Array  # (C+1, K) exact.concept_table: component log-weights per concept row
 
 
 def make_data(mix: Mixture, kind: str = "linear") -> Data:
     """Data of a mixture: component means, Cholesky factors and per-concept CDFs."""
-    cdf = jnp.cumsum(jax.nn.softmax(exact.concept_table(mix), axis=-1), axis=-1)
+    logw = jnp.asarray(exact.concept_table(mix))
     return Data(
         jnp.asarray(mix.means),
         jnp.linalg.cholesky(jnp.asarray(mix.covs)),
-        cdf,
+        jnp.cumsum(jax.nn.softmax(logw, axis=-1), axis=-1),
         jnp.asarray(schedule.alpha_bars(kind)),
+        mix,
+        logw,
     )
 
 
@@ -145,14 +163,33 @@ def sample_batch(key: jax.Array, data: Data, batch: int, p_uncond: float):
     return sample_x0(x_key, data, concept), concept
 
 
+def sample_t(key: jax.Array, alpha_bars: jax.Array, batch: int, lognormal: float) -> jax.Array:
+    """(B,) timesteps: uniform over the T steps, or with probability `lognormal` the first step
+    whose σ_t = √((1−ᾱ_t)/ᾱ_t) reaches σ, log σ ~ N(LOGNORMAL) (MATH §1.1)."""
+    uniform = jax.random.randint(key, (batch,), 0, alpha_bars.shape[0])  # as before the option
+    s_key, pick_key = jax.random.split(jax.random.fold_in(key, 1))
+    sigma = jnp.exp(LOGNORMAL[0] + LOGNORMAL[1] * jax.random.normal(s_key, (batch,)))
+    sigmas = jnp.sqrt((1 - alpha_bars) / alpha_bars)  # increasing in t
+    t_sigma = jnp.minimum(jnp.searchsorted(sigmas, sigma), alpha_bars.shape[0] - 1)
+    return jnp.where(jax.random.bernoulli(pick_key, lognormal, (batch,)), t_sigma, uniform)
+
+
 def loss_fn(params, net_config, data: Data, key, config: TrainConfig) -> jax.Array:
-    """ε-prediction MSE at t uniform over the T training steps, on fresh exact samples."""
+    """ε-prediction MSE on fresh exact samples (MATH §1.1): against the drawn ε, or against the
+    exact ε*(x_t, c) (the same minimiser, without the noise of the drawn ε). Exact targets draw
+    EXACT_GROUPS timesteps, each shared by a block of the batch: ε* of a block is one matrix product."""
     batch_key, t_key, eps_key = jax.random.split(key, 3)
     x0, concept = sample_batch(batch_key, data, config.batch, config.p_uncond)
-    t = jax.random.randint(t_key, (config.batch,), 0, data.alpha_bars.shape[0])
+    groups = EXACT_GROUPS if config.target == "exact" else config.batch
+    t = sample_t(t_key, data.alpha_bars, groups, config.t_lognormal)
+    t = jnp.repeat(t, config.batch // groups)
     ab = data.alpha_bars[t]  # (B,)
     eps = jax.random.normal(eps_key, x0.shape)
     x_t = jnp.sqrt(ab)[:, None] * x0 + jnp.sqrt(1 - ab)[:, None] * eps
+    if config.target == "exact":
+        block = lambda a: a.reshape(groups, config.batch // groups, *a.shape[1:])
+        star = lambda x, a, w: exact.eps_rows(data.mix, x, a[0], w)
+        eps = jax.vmap(star)(block(x_t), block(ab), block(data.logw[concept])).reshape(-1, 2)
     return jnp.mean((nets.apply(params, net_config, x_t, t, ab, concept) - eps) ** 2)
 
 
@@ -264,12 +301,13 @@ def error_table(
 
 
 def train_net(
-    name: str, out, kind: str, config: TrainConfig = TrainConfig(), seed: int = 0, progress=True
+    name: str, out, kind: str, config: TrainConfig | None = None, seed: int = 0, progress=True
 ) -> tuple[str, dict]:
-    """Trains, evaluates and saves one net of a preset, 'main' or a WEAK_NETS kind: (stem, meta)."""
+    """Trains, evaluates and saves one net of a preset, 'main' or a WEAK_NETS kind: (stem, meta).
+    config: the main net's recipe (default: the preset's, preset_config)."""
     from . import checkpoint, mixtures
 
-    mix = mixtures.preset(name)
+    mix, config = mixtures.preset(name), config or preset_config(name)
     if kind == "main":
         net_config, cfg, stop = default_net_config(mix), config, config.steps
     else:
@@ -290,7 +328,7 @@ def train_net(
 
 
 def train_preset(
-    name: str, out, config: TrainConfig = TrainConfig(), seed: int = 0, progress: bool = True
+    name: str, out, config: TrainConfig | None = None, seed: int = 0, progress: bool = True
 ) -> list[tuple[str, dict]]:
     """Trains, evaluates and saves the main and shipped weak nets of a preset: [(stem, meta), ...]."""
     return [train_net(name, out, kind, config, seed, progress) for kind in ("main", "shipped")]

@@ -25,6 +25,7 @@ FIELD_COLORS = {
     "term": "#6a51a3",
     "step": "#111111",
     "weak": "#8c6d31",
+    "weak_uncond": "#8c6d31",
     "rand": "#8c8c8c",
     "cond": "#8c8c8c",
 }
@@ -36,6 +37,7 @@ FIELD_LABELS = {
     "term": "guidance term ε̂ − ε",
     "step": "step x_t' − x_t",
     "weak": "ε weak",
+    "weak_uncond": "ε weak, unconditional",
     "rand": "ε random concept",
     "cond": "ε conditional",
 }
