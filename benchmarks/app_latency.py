@@ -1,6 +1,6 @@
 """Drives the real app in headless Chromium and reports its latencies (benchmarks/results/app_latency.md).
 
-Measures: cold start (empty JAX cache) and warm start (filled cache) to the first complete figure
+Measures: cold start (empty JAX cache) and warm start (filled cache, median of 3) to the first complete figure
 and to the whole page; slider → updated trajectory figure and → every view updated, for γ (left)
 and τ (right) (medians over 20 keyboard moves; the first visit of a value samples, a revisit hits
 st.cache_data); the field's t slider → updated field (fragment rerun); animation frames per second
@@ -10,7 +10,14 @@ Run: .venv/bin/python benchmarks/app_latency.py
 Side by side with another commit (the machine is shared and noisy: compare within one run):
      .venv/bin/python benchmarks/app_latency.py --against 090fc4c --rounds 2
 runs this checkout and a git worktree of the commit alternately (`--rounds` times each) and
-writes both medians and their ratio to results/app_latency_vs_<commit>.md.
+writes both medians and their ratio to results/app_latency_vs_<commit>.md. `--python PY` runs the
+other side with another interpreter instead (or as well), to compare package versions; e.g. an
+environment that differs from .venv in one package only:
+     python3.11 -m venv /tmp/ml_dtypes-0.7.0
+     /tmp/ml_dtypes-0.7.0/bin/pip install --no-deps ml_dtypes==0.7.0
+     echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/ml_dtypes-0.7.0/lib/python3.11/site-packages/rest.pth
+     .venv/bin/python benchmarks/app_latency.py --python /tmp/ml_dtypes-0.7.0/bin/python --rounds 3
+writes results/app_latency_vs_ml_dtypes-0.7.0.md.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+WARM_STARTS = 3  # one start varies by ±0.5 s here: each measure takes the median of three
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import (  # noqa: E402
     CHROMIUM,
@@ -51,13 +59,13 @@ FPS_HOOK = """() => new Promise(done => {
 })"""
 
 
-def start_to_page(browser, cache: str, root: pathlib.Path) -> tuple[float, float]:
+def start_to_page(browser, cache: str, root: pathlib.Path, python: str) -> tuple[float, float]:
     """Seconds from `streamlit run` to the first complete figure (trajectories drawn), and to a
     finished run with all 8 figures drawn."""
     os.environ["TOYDIFF_JAX_CACHE"] = cache
     port = free_port()
     t0 = time.perf_counter()
-    proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]), root)
+    proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]), root, python)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, 120)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -113,15 +121,18 @@ def fps_of(page) -> list[float]:
     return out
 
 
-def measure(browser, root: pathlib.Path) -> tuple[list[tuple[str, float, str, str]], str]:
+def measure(
+    browser, root: pathlib.Path, python: str = sys.executable
+) -> tuple[list[tuple[str, float, str, str]], str]:
     """The benchmark's rows (measure, value, unit, target) and raw move times for the app in
-    `root`."""
+    `root` run by the interpreter `python`."""
     with tempfile.TemporaryDirectory() as cache:
-        cold = start_to_page(browser, cache, root)
-        warm = start_to_page(browser, cache, root)
+        cold = start_to_page(browser, cache, root, python)
+        warms = [start_to_page(browser, cache, root, python) for _ in range(WARM_STARTS)]
+        warm = [statistics.median(w[i] for w in warms) for i in range(2)]
     os.environ["TOYDIFF_JAX_CACHE"] = str(root / ".jax_cache")
     port = free_port()
-    proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]), root)
+    proc = start_app(port, pathlib.Path(tempfile.mkstemp(suffix=".log")[1]), root, python)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc, 120)
@@ -146,8 +157,18 @@ def measure(browser, root: pathlib.Path) -> tuple[list[tuple[str, float, str, st
     rows = [
         ("cold start → first complete figure (empty JAX cache)", cold[0], "s", "≤ 8 s"),
         ("cold start → whole page, 8 figures (empty JAX cache)", cold[1], "s", ""),
-        ("warm start → first complete figure (JAX cache filled)", warm[0], "s", "≤ 4 s"),
-        ("warm start → whole page, 8 figures (JAX cache filled)", warm[1], "s", ""),
+        (
+            f"warm start → first complete figure (JAX cache filled, median of {WARM_STARTS})",
+            warm[0],
+            "s",
+            "≤ 4 s",
+        ),
+        (
+            f"warm start → whole page, 8 figures (JAX cache filled, median of {WARM_STARTS})",
+            warm[1],
+            "s",
+            "",
+        ),
         ("γ → trajectory figure, new values (median of 10)", med(g[:10]), "ms", "≤ 250 ms"),
         ("γ → trajectory figure, revisited (median of 10)", med(g[10:]), "ms", "≤ 250 ms"),
         ("τ → trajectory figure, new values (median of 10)", med(tau_[:10]), "ms", "≤ 250 ms"),
@@ -211,21 +232,25 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
-def side_by_side(browser, sha: str, rounds: int) -> str:
-    """This checkout and a worktree of commit `sha`, measured alternately; medians, new / old."""
+def side_by_side(browser, sha: str | None, python: str | None, rounds: int) -> str:
+    """This checkout and another side, measured alternately; medians, new / old. The other side
+    is a worktree of commit `sha` (else this checkout) run by `python` (else this interpreter)."""
     here = git("rev-parse", "--short", "HEAD")
+    old_label = " with ".join(filter(None, [sha, python]))
     with tempfile.TemporaryDirectory() as tmp:
-        other = pathlib.Path(tmp) / sha
-        git("worktree", "add", "--detach", str(other), sha)
+        other = pathlib.Path(tmp) / sha if sha else ROOT
+        if sha:
+            git("worktree", "add", "--detach", str(other), sha)
+        sides = [("old", other, python or sys.executable), ("new", ROOT, sys.executable)]
         try:
             runs = {"old": [], "new": []}
             for i in range(rounds):  # old, new, new, old, old, new, ...: drift hits both alike
-                order = [("old", other), ("new", ROOT)][:: 1 if i % 2 == 0 else -1]
-                for name, root in order:
-                    runs[name].append(measure(browser, root)[0])
+                for name, root, py in sides[:: 1 if i % 2 == 0 else -1]:
+                    runs[name].append(measure(browser, root, py)[0])
                     print(f"round {i + 1}/{rounds}: {name} done", flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT)
+            if sha:
+                subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT)
     med = statistics.median
     lines = []
     for k, (name, _, unit, target) in enumerate(runs["new"][0]):
@@ -235,22 +260,27 @@ def side_by_side(browser, sha: str, rounds: int) -> str:
             f"| {name} | {fmt(old, unit)} | {fmt(new, unit)} | {new / old:.2f} | {target} |"
         )
     return (
-        header(f": {here} (working tree) against {sha}")
+        header(f": {here} (working tree) against {old_label}")
         + f"{rounds} run{'s' if rounds > 1 else ''} of each, alternating; medians. "
         "new / old below 1 is faster (above 1 for frames per second).\n\n"
-        + f"| measure | {sha} | {here} (working tree) | new / old | target |\n"
+        + f"| measure | {old_label} | {here} (working tree) | new / old | target |\n"
         + "|---|---:|---:|---:|---:|\n"
         + "\n".join(lines)
         + "\n"
     )
 
 
-def main(against: str | None, rounds: int):
+def main(against: str | None, python: str | None, rounds: int):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        text = single(browser) if against is None else side_by_side(browser, against, rounds)
+        if against is None and python is None:
+            text = single(browser)
+        else:
+            text = side_by_side(browser, against, python, rounds)
         browser.close()
-    name = "app_latency.md" if against is None else f"app_latency_vs_{against}.md"  # a short sha
+    # results/app_latency_vs_<short sha>[_<environment folder>].md
+    label = "_".join(filter(None, [against, python and pathlib.Path(python).parents[1].name]))
+    name = f"app_latency_vs_{label}.md" if label else "app_latency.md"
     out = ROOT / "benchmarks" / "results" / name
     out.write_text(text)
     print(text)
@@ -263,8 +293,16 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--against", metavar="COMMIT", help="measure side by side with a commit")
+    parser.add_argument(
+        "--python",
+        metavar="PY",
+        help="run the other side with this interpreter (another environment, e.g. other package "
+        "versions); with --against, that commit in it",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="runs of each side (default 2)")
     args = parser.parse_args()
+    if args.python is not None and not os.access(args.python, os.X_OK):
+        parser.error(f"--python: {args.python!r} is not an executable")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.against is not None:
@@ -274,4 +312,4 @@ if __name__ == "__main__":
             parser.error(f"--against: {args.against!r} is not a commit of this repository")
     LOAD = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     STARTED = time.strftime("%Y-%m-%d %H:%M")
-    main(args.against, args.rounds)
+    main(args.against, args.python, args.rounds)

@@ -33,11 +33,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, log: pathlib.Path, root: pathlib.Path = ROOT) -> subprocess.Popen:
-    """`streamlit run app.py` in `root` (default: this checkout), headless on 127.0.0.1:port,
-    output to `log`."""
+def start_app(
+    port: int, log: pathlib.Path, root: pathlib.Path = ROOT, python: str = sys.executable
+) -> subprocess.Popen:
+    """`streamlit run app.py` in `root` (default: this checkout) with the interpreter `python`
+    (default: this one), headless on 127.0.0.1:port, output to `log`."""
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "streamlit",
         "run",
