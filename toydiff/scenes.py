@@ -103,12 +103,13 @@ CURATED: tuple[Curated, ...] = tuple(
         (
             "autoguidance_tree",
             "Autoguidance on the tree",
-            "CFG (left) pushes class A away from B, out along the branches, but misses the thin ones: "
-            "more samples off the data and an energy distance far above the baseline. Autoguidance "
-            "(right) extrapolates away from the same mixture blurred by δ = 0.03: fewer samples off "
-            "the data than unguided sampling, with the energy distance still at the baseline.",
+            "The autoguidance paper's picture. CFG with a weak unconditional model (left: the "
+            "mixture blurred by δ = 0.03, at ∅) pushes class A away from B: the subtrees nearest B "
+            "lose their samples and the rest pile up at the far tips, energy distance far above "
+            "the baseline. Autoguidance (right) extrapolates away from the same blurred mixture "
+            "given A: fewer samples off the data than unguided sampling, every branch kept.",
             dict(preset="tree", positive="A", negative="B", gamma=3.0, t=300.0, delta=0.03),
-            dict(method="cfg"),
+            dict(method="cfg_weak"),
             dict(method="autoguidance", gamma=2.0),
             dict(heat="log_p"),
         ),
