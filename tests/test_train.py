@@ -95,6 +95,19 @@ def test_exact_and_drawn_targets_are_the_mse_written_out():
     )
 
 
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        (dict(target="eps"), "target"),
+        (dict(target="exact", batch=100), "batch"),
+        (dict(t_lognormal=1.5), "t_lognormal"),
+    ],
+)
+def test_train_config_refuses_bad_recipes(bad, key):
+    with pytest.raises(ValueError, match=f"^{key}: "):
+        train.TrainConfig(**bad)
+
+
 def test_preset_config_gives_the_tree_its_recipe():
     assert train.preset_config("tree", steps=10) == train.TrainConfig(
         steps=10, target="exact", t_lognormal=0.5

@@ -35,6 +35,16 @@ class TrainConfig:
     target: str = "sample"  # regression target (MATH §1.1): the drawn ε, or "exact" ε*(x_t, c)
     t_lognormal: float = 0.0  # share of a batch whose t comes from EDM's log-normal σ (MATH §1.1)
 
+    def __post_init__(self):
+        if self.target not in ("sample", "exact"):
+            raise ValueError(f"target: {self.target!r} is not 'sample' or 'exact'")
+        if self.target == "exact" and self.batch % EXACT_GROUPS:
+            raise ValueError(
+                f"batch: exact targets need a multiple of {EXACT_GROUPS}, got {self.batch}"
+            )
+        if not 0.0 <= self.t_lognormal <= 1.0:
+            raise ValueError(f"t_lognormal: a share in [0, 1], got {self.t_lognormal}")
+
 
 # Recipes that differ from TrainConfig's defaults, by preset (MATH §1.1): the tree's branches are
 # thinner (std down to 0.004) than the noise at most t, so it regresses on ε* and trains more at small σ.
