@@ -84,8 +84,8 @@ HEAT_OPTIONS = {
     "log_p": "log density log p_t(x)",
 }
 NONE = "— none —"  # the concept selectors' "no concept" entry
-WEAK_LABELS = {
-    None: "default",
+WEAK_LABELS = {  # "default" stands for None: a None state makes Streamlit show no selection
+    "default": "default (blur with exact scores, else the shipped net)",
     "shipped": "shipped weak net (small, short training)",
     "small": "small net (fewer units)",
     "short": "main net stopped early",
@@ -285,7 +285,7 @@ def common_ui() -> dict:
     )
     weak = sb.selectbox(
         "autoguidance guide",
-        [None, *scene_mod.WEAK_MODELS],
+        ["default", *scene_mod.WEAK_MODELS],
         key="weak",
         format_func=lambda w: WEAK_LABELS[w],
         help="The weak model autoguidance extrapolates away from (and whose ε_∅ CFG with a "
@@ -342,7 +342,7 @@ def common_ui() -> dict:
         score="learned" if score in nets else score,
         net=score if score in nets else None,
         delta=float(delta),
-        weak=weak,
+        weak=None if weak == "default" else weak,
         eta=float(eta),
         steps=int(steps),
         n=int(n),

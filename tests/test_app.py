@@ -293,6 +293,17 @@ def _query(query: dict, **values) -> AppTest:
     return at.run()
 
 
+def test_guide_selector_shows_its_default_entry_for_a_scene_without_a_guide():
+    """A scene without `weak` selects the 'default' entry (a None state showed no selection)."""
+    at = _query({"scene": "autoguidance_tree"})
+    _ok(at)
+    assert at.selectbox(key="weak").value == "default"
+    assert "weak" not in at.query_params  # the scene keeps weak = None: no key in the link
+    at.selectbox(key="weak").set_value("short").run()
+    _ok(at)
+    assert at.query_params["weak"] in ("short", ["short"])
+
+
 def test_curated_scene_link_sets_every_widget_and_keeps_its_short_link():
     from toydiff import scenes
 

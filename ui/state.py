@@ -70,7 +70,7 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
         ss[k] = float(getattr(left, k))
     for k in ("steps", "n", "seed"):
         ss[k] = int(getattr(left, k))
-    ss["schedule"], ss["weak"] = left.schedule, left.weak
+    ss["schedule"], ss["weak"] = left.schedule, left.weak or "default"
     ss["field_t"] = int(round(left.t))
     if heat:
         ss["field_heat"] = heat
