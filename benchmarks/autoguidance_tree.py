@@ -82,7 +82,7 @@ def branch_coverage(mix, owner: np.ndarray, depth_min: int = OUTER_DEPTH) -> flo
     return coverage(branch[owner], np.unique(branch[depth >= depth_min]))
 
 
-def denoiser(scene: Scene, mix, main: str):
+def analytic_denoiser(mix, main: str):
     """The analytic main model and guide of BLUR, or None: the scene's own (learned nets)."""
     if main not in BLUR:
         return None
@@ -95,7 +95,7 @@ def measure(mix, main, method, guide, w, n, seed, threshold) -> dict:
         dict(preset="tree", positive="A", negative=None, method=method, gamma=w, n=n, seed=seed)
         | dict(score="exact" if main in BLUR else "learned", weak=guide)
     )
-    result, m = run(scene, denoiser(scene, mix, main))
+    result, m = run(scene, analytic_denoiser(mix, main))
     owner = owners(mix, np.asarray(result.x0), threshold)
     return {
         "off_support": m["off_support"],

@@ -51,7 +51,7 @@ def test_lognormal_timesteps_follow_the_sigma_distribution():
     uniform = np.asarray(train.sample_t(key, ab, n, 0.0))
     np.testing.assert_array_equal(uniform, np.asarray(jax.random.randint(key, (n,), 0, 1000)))
     half = np.asarray(train.sample_t(key, ab, n, 0.5))
-    want = 0.5 * sf(200) + 0.5 * 0.8
+    want = 0.5 * sf(200) + 0.5 * (1000 - 200) / 1000  # the other half: uniform over 1000 steps
     assert abs(np.mean(half >= 200) - want) < 5 * np.sqrt(0.25 / n)
 
 
@@ -83,7 +83,8 @@ def test_exact_and_drawn_targets_are_the_mse_written_out():
         return np.mean((pred - np.concatenate(rows)) ** 2)
 
     t_blocks = np.repeat(
-        np.asarray(train.sample_t(t_key, data.alpha_bars, train.EXACT_GROUPS, 0.5)), n // 16
+        np.asarray(train.sample_t(t_key, data.alpha_bars, train.EXACT_GROUPS, 0.5)),
+        n // train.EXACT_GROUPS,
     )
     assert len(np.unique(t_blocks)) > 1
     got = float(train.loss_fn(params, net_config, data, key, config))
