@@ -86,7 +86,7 @@ HEAT_OPTIONS = {
 NONE = "— none —"  # the concept selectors' "no concept" entry
 WEAK_LABELS = {  # "default" stands for None: a None state makes Streamlit show no selection
     "default": "default (blur with exact scores, else the shipped net)",
-    "shipped": "shipped weak net (small, short training)",
+    "shipped": "shipped weak net (small, short training; tree: main net stopped at 1/4)",
     "small": "small net (fewer units)",
     "short": "main net stopped early",
     "blur": "exact mixture blurred by δ",
@@ -289,7 +289,7 @@ def common_ui() -> dict:
         key="weak",
         format_func=lambda w: WEAK_LABELS[w],
         help="The weak model autoguidance extrapolates away from (and whose ε_∅ CFG with a "
-        "weak ∅ uses): the small net shipped for it, a net of lower capacity, the main net "
+        "weak ∅ uses): the guide net shipped for the preset, a net of lower capacity, the main net "
         "stopped early, or the exact mixture blurred by δ. Default: blur with exact scores, "
         "the shipped weak net with learned ones.",
     )

@@ -12,7 +12,9 @@ oracle, nothing to correct; guide δ = 0.03). Reports precision (off-support rat
 class A the samples keep: outer-branch coverage (the share of the 96 branches of depth ≥ 5 owning an
 on-support sample, MATH §4), component coverage (all 1016 components, and those of depth ≥ 5) and the
 energy distance to p(x|A). Each autoguidance point is compared with the best point of each CFG
-sweep (same main model) that is at least as precise.
+sweep (same main model) that is at least as precise, and the paper's claim is checked as a Pareto
+statement (claim_holds): every guided CFG point is beaten by a guided autoguidance point at least as
+precise that keeps more outer branches, and autoguidance gets more precise than CFG ever does.
 
     .venv/bin/python benchmarks/autoguidance_tree.py [--n 4000] [--seeds 2] [--out benchmarks/results]
 """
@@ -34,7 +36,7 @@ import toydiff  # noqa: E402
 from toydiff import denoisers, exact, metrics  # noqa: E402
 from toydiff.scene import Scene, run  # noqa: E402
 
-WEIGHTS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+WEIGHTS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 BLUR = {"imperfect": (0.01, 0.02), "exact": (0.0, 0.03)}  # (main δ, guide δ) of the analytic models
 SETTINGS = (  # (main model, rule, guide)
     ("learned", "cfg", None),
@@ -155,12 +157,30 @@ def matched(rows: list[dict]) -> list[dict]:
     return out
 
 
+def claim_holds(rows: list[dict], main: str, guide: str, c: str) -> tuple[bool, str]:
+    """The paper's claim against CFG sweep c, as a Pareto statement (MATH §4): every point of c
+    (w > 1) is beaten, i.e. some autoguidance point (w > 1) at least as precise keeps more outer
+    branches, and autoguidance's most precise point is more precise than any point of c.
+    (holds, how many of c's points are beaten)."""
+    guided = lambda rs: [r for r in rs if r["w"] > 1]
+    ag, cfg = guided(cfg_sweep(rows, main, "autoguidance", guide)), cfg_sweep(rows, main, c, guide)
+    beaten = [
+        (b := best_at_least_as_precise(ag, r["off_support"], "branches")) is not None
+        and b > r["branches"]
+        for r in guided(cfg)
+    ]
+    sharper = min(r["off_support"] for r in ag) < min(r["off_support"] for r in cfg)
+    return all(beaten) and sharper, f"{sum(beaten)} of {len(beaten)}"
+
+
 def verdict(rows: list[dict], pairs: list[dict], main: str, guide: str) -> str:
     """One line per CFG: at how many autoguidance points CFG cannot be as precise, keeps fewer
-    outer branches, or keeps more, and the most precise point of each sweep."""
+    outer branches, or keeps more, and the most precise point of each sweep; then whether the
+    claim holds (claim_holds)."""
     ps = [p for p in pairs if p["main"] == main and p["guide"] == guide]
     lines = []
     for c in CFGS:
+        holds, beaten = claim_holds(rows, main, guide, c)
         best = [p[f"{c}_branches"] for p in ps]
         never = sum(b is None for b in best)
         fewer = sum(b is not None and p["branches"] > b for p, b in zip(ps, best))
@@ -175,7 +195,9 @@ def verdict(rows: list[dict], pairs: list[dict], main: str, guide: str) -> str:
         lines.append(
             f"- {main} main, guide {guide}, vs {c}: of {len(ps)} autoguidance points (w > 1), "
             f"{c} is never as precise at {never}, keeps fewer outer branches at {fewer} and at "
-            f"least as many at {len(ps) - never - fewer}. {reach}"
+            f"least as many at {len(ps) - never - fewer}. {reach}. {c} points (w > 1) beaten by "
+            f"an autoguidance point at least as precise with more outer branches: {beaten}; "
+            f"claim holds: {'yes' if holds else 'no'}"
         )
     return "\n".join(lines)
 

@@ -64,3 +64,26 @@ def test_samples_on_one_subtree_cover_its_share_of_outer_branches():
     assert bench.branch_coverage(MIX, kept) == 24 / 96
     off = np.full((5, 2), 40.0, np.float32)  # far off the support: owned by nobody
     assert len(bench.owners(MIX, off, THRESHOLD)) == 0
+
+
+def _rows(method: str, points) -> list[dict]:
+    return [
+        dict(main="learned", method=method, guide="g", w=w, off_support=off, branches=b)
+        for w, off, b in points
+    ]
+
+
+def test_the_claim_needs_every_guided_cfg_point_beaten_by_a_sharper_autoguidance_point():
+    unguided = (1.0, 0.12, 0.73)
+    ag = _rows("autoguidance", [unguided, (1.5, 0.09, 0.68), (3.0, 0.06, 0.56)])
+    cfg = _rows("cfg_weak", [unguided, (1.5, 0.105, 0.63), (2.0, 0.116, 0.61)])
+    assert bench.claim_holds(ag + cfg, "learned", "g", "cfg_weak") == (True, "2 of 2")
+    # a CFG point as precise as autoguidance's best with more branches is not beaten
+    better = _rows("cfg_weak", [(2.5, 0.09, 0.69)])
+    assert bench.claim_holds(ag + cfg + better, "learned", "g", "cfg_weak") == (False, "2 of 3")
+    # beaten only by the unguided point (w = 1) does not count: guidance must do the work
+    worse = _rows("cfg_weak", [(4.0, 0.2, 0.70)])
+    assert bench.claim_holds(ag + cfg + worse, "learned", "g", "cfg_weak") == (False, "2 of 3")
+    # every CFG point beaten, but CFG gets as precise as autoguidance ever does
+    sharp = _rows("cfg_weak", [(3.0, 0.06, 0.40)])
+    assert bench.claim_holds(ag + cfg + sharp, "learned", "g", "cfg_weak") == (False, "3 of 3")

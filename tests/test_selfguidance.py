@@ -69,7 +69,7 @@ def test_guide_nets_follow_their_recipes_and_are_weaker_on_held_out_samples(name
     mix = toydiff.preset(name)
     params, config, _ = checkpoint.load(checkpoint.pretrained_stem(name), mix)
     main_loss = train.heldout_loss(mix, params, config, n=50_000)
-    for kind, recipe in train.WEAK_NETS.items():
+    for kind, recipe in train.weak_nets(name).items():
         weak, weak_config, meta = checkpoint.load(checkpoint.pretrained_stem(name, kind), mix)
         assert (weak_config.hidden < config.hidden) == recipe.small
         assert meta["steps"] == MAIN_STEPS // recipe.fraction  # steps actually trained

@@ -22,6 +22,9 @@ def _small(mix):
 
 
 BOUND = {"tree": 0.25}  # mean relative ε error of the main nets; 0.10 elsewhere
+# how much worse the shipped guide must be: 2× for the 2×32 net of 1/8 of the steps; the tree's
+# guide is the main net stopped at 1/4 (train.PRESET_GUIDE), 1.7–1.8× worse
+WEAKER = {"tree": 1.5}
 
 
 def test_batches_are_exact_conditionals():
@@ -181,7 +184,7 @@ def test_shipped_nets_error_tables(name):
     assert set(main_rows) == {*mix.concepts, "null"} == set(weak_rows)
     for row, errs in main_rows.items():
         assert np.mean(errs) <= BOUND.get(name, 0.10), row
-        assert np.mean(weak_rows[row]) >= 2 * np.mean(errs), row
+        assert np.mean(weak_rows[row]) >= WEAKER.get(name, 2.0) * np.mean(errs), row
     # independent recomputation of one entry: mixtures.sample + exact.eps, other points and noise
     c, t = (len(mix.concepts) - 1, 50)
     ab = float(schedule.alpha_bars()[t])

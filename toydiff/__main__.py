@@ -168,8 +168,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--weak",
         choices=("shipped", "small", "short"),
-        help="train only this guide net for autoguidance: shipped (2×32, 1/8 of the steps), "
-        "small (2×32, all steps) or short (main net stopped at 1/8); the main net is kept",
+        help="train only this guide net for autoguidance: shipped (2×32, 1/8 of the steps; "
+        "tree: the main net stopped at 1/4), small (2×32, all steps) or short (main net stopped "
+        "at 1/8); the main net is kept",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="pretrained", help="output folder (default pretrained/)")

@@ -114,6 +114,20 @@ CURATED: tuple[Curated, ...] = tuple(
             dict(heat="log_p"),
         ),
         (
+            "autoguidance_tree_learned",
+            "Autoguidance on the tree, learned nets",
+            "The same pair on the shipped nets at the same w = 2, the guide being the main net's "
+            "training stopped at a quarter of its steps. Both put fewer samples off the data than "
+            "unguided sampling, but CFG with the guide's ε_∅ (left) also distorts class A, its "
+            "energy distance to p(x | A) far above the baseline, while autoguidance (right) is "
+            "more precise still, stays near the baseline and keeps the outer branches "
+            "(benchmarks/autoguidance_tree.py sweeps w).",
+            dict(preset="tree", positive="A", negative="B", gamma=2.0, t=300.0, score="learned"),
+            dict(method="cfg_weak"),
+            dict(method="autoguidance"),
+            dict(heat="log_p"),
+        ),
+        (
             "guidance_not_tilting",
             "Guidance is not tilting",
             "At γ = 1 (left) CFG samples p(x | round) exactly: its energy distance to the blue target is at "

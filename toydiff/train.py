@@ -123,13 +123,27 @@ WEAK_NETS: dict[str, WeakRecipe] = {
 }
 
 
+# A preset's own shipped guide, where the 2×32 one fails it (MATH §3). On the tree, the 2×32 net
+# (no input Fourier features) errs differently from the main net, and autoguidance with it is no
+# more precise than unguided; a degraded version of the main net itself is the paper's guide.
+PRESET_GUIDE: dict[str, WeakRecipe] = {
+    "tree": WeakRecipe(False, 4, False, "the main net's run stopped at 1/4 of its steps"),
+}
+
+
+def weak_nets(name: str | None = None) -> dict[str, WeakRecipe]:
+    """The guide recipes of a preset: WEAK_NETS, with its PRESET_GUIDE as 'shipped'."""
+    return WEAK_NETS | ({"shipped": PRESET_GUIDE[name]} if name in PRESET_GUIDE else {})
+
+
 def weak_recipe(
-    mix: Mixture, config: TrainConfig, kind: str
+    mix: Mixture, config: TrainConfig, kind: str, name: str | None = None
 ) -> tuple[nets.NetConfig, TrainConfig, int]:
-    """(net config, training config, step to stop at) of the guide net `kind` of WEAK_NETS."""
-    if kind not in WEAK_NETS:
-        raise ValueError(f"weak: {kind!r} is not one of {', '.join(WEAK_NETS)}")
-    recipe = WEAK_NETS[kind]
+    """(net config, training config, step to stop at) of the guide net `kind` of preset `name`."""
+    recipes = weak_nets(name)
+    if kind not in recipes:
+        raise ValueError(f"weak: {kind!r} is not one of {', '.join(recipes)}")
+    recipe = recipes[kind]
     cfg = weak_train_config(config, recipe.fraction) if recipe.complete else config
     stop = cfg.steps if recipe.complete else max(config.steps // recipe.fraction, 1)
     return default_net_config(mix, recipe.small), cfg, stop
@@ -321,7 +335,7 @@ def train_net(
     if kind == "main":
         net_config, cfg, stop = default_net_config(mix), config, config.steps
     else:
-        net_config, cfg, stop = weak_recipe(mix, config, kind)
+        net_config, cfg, stop = weak_recipe(mix, config, kind, name)
     stem = checkpoint.pretrained_stem(name, None if kind == "main" else kind, out)
     state, log = train(mix, net_config, cfg, seed, progress, desc=stem.name, stop=stop)
     errors = {
