@@ -33,7 +33,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import numpy as np  # noqa: E402
 
 import toydiff  # noqa: E402
-from toydiff import fields, guidance, mixtures, schedule  # noqa: E402
+from toydiff import fields, guidance, mixtures, schedule, train  # noqa: E402
 from toydiff import scene as scene_mod  # noqa: E402
 from toydiff import scenes as scenes_mod  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
@@ -86,7 +86,6 @@ HEAT_OPTIONS = {
 NONE = "— none —"  # the concept selectors' "no concept" entry
 WEAK_LABELS = {  # "default" stands for None: a None state makes Streamlit show no selection
     "default": "default (blur with exact scores, else the shipped net)",
-    "shipped": "shipped weak net (small, short training; tree: main net stopped at 1/4)",
     "small": "small net (fewer units)",
     "short": "main net stopped early",
     "blur": "exact mixture blurred by δ",
@@ -287,7 +286,7 @@ def common_ui() -> dict:
         "autoguidance guide",
         ["default", *scene_mod.WEAK_MODELS],
         key="weak",
-        format_func=lambda w: WEAK_LABELS[w],
+        format_func=lambda w: WEAK_LABELS.get(w) or weak_label(preset),
         help="The weak model autoguidance extrapolates away from (and whose ε_∅ CFG with a "
         "weak ∅ uses): the guide net shipped for the preset, a net of lower capacity, the main net "
         "stopped early, or the exact mixture blurred by δ. Default: blur with exact scores, "
@@ -350,6 +349,11 @@ def common_ui() -> dict:
         schedule=schedule_kind,
         t=float(ss.get("field_t", 500)),
     )
+
+
+def weak_label(preset: str | None) -> str:
+    """The 'shipped' guide's entry: the preset's recipe (train.weak_nets), e.g. tree's own."""
+    return f"shipped weak net ({train.weak_nets(preset)['shipped'].help})"
 
 
 def rule_ui(side: str, box) -> dict:
