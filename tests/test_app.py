@@ -15,7 +15,7 @@ from toydiff import PRESETS, RULES, fields, guidance, mixtures, sampler
 from toydiff import metrics as metrics_mod
 from toydiff import scene as scene_mod
 from toydiff.viz import plots
-from ui import training
+from ui import chart, training
 
 APP = str(pathlib.Path(__file__).resolve().parents[1] / "app.py")
 SMALL = {"n": 100, "steps": 10}  # small shapes keep the sweeps fast
@@ -32,10 +32,9 @@ def _charts(at: AppTest) -> dict[str, dict]:
         if isinstance(node, UnknownElement) and node.type == "plotly_chart":
             spec = json.loads(node.proto.spec)
         elif isinstance(node, UnknownElement) and node.type == "bidi_component":
-            figure = json.loads(node.proto.json)["figure"]
-            if figure is None:  # ui.chart.preload: no figure
+            if not node.proto.bytes:  # ui.chart.preload: no figure
                 continue
-            spec = json.loads(figure)
+            spec = chart.figure_of(node.proto.bytes)
         else:
             continue
         out[node.proto.id.split("-", 2)[-1]] = spec  # the id ends with the chart's key
@@ -593,8 +592,6 @@ def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
     import numpy as np
     import plotly
 
-    from ui import chart
-
     rng = np.random.default_rng(0)
     frames = rng.normal(size=(6, 50, 2)).astype(np.float32)
     u = np.linspace(-3, 3, 20, dtype=np.float32)
@@ -617,6 +614,13 @@ def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
         "a": None,
         "b": [0, 1],
     }
+    # the component's payload: an id line, then the figure with its config; the same figure
+    # gets the same id (the browser skips it), another figure another one
+    data = chart.payload(fig, {"scrollZoom": False})
+    assert chart.figure_of(data) == {**theirs, "config": {"responsive": True, "scrollZoom": False}}
+    assert data == chart.payload(plots.trajectory_figure(*args), {"scrollZoom": False})
+    other = chart.payload(plots.trajectory_figure(*args[:-1], "another title"))
+    assert other.split(b"\n", 1)[0] != data.split(b"\n", 1)[0]
 
 
 def test_field_legend_lists_only_the_arrow_fields():

@@ -59,15 +59,39 @@ def test_keyboard_moves_gamma_and_the_figure_follows(page):
 def test_animation_plays_and_frames_advance(page):
     page.evaluate(FRAME_HOOK)
     chart = page.locator(".js-plotly-plot").first
-    chart.locator(".updatemenu-button").filter(has_text="play").click()
+    bar = page.locator(".toydiff-anim").first  # the figure's play/pause and frame slider
+    bar.get_by_role("button", name="play").click()
     page.wait_for_function("window.__frames >= 10", timeout=30_000)
-    chart.locator(".updatemenu-button").filter(has_text="pause").click()
+    bar.get_by_role("button", name="pause").click()
     page.wait_for_timeout(300)
     paused = page.evaluate("window.__frames")
     page.wait_for_timeout(500)
     assert page.evaluate("window.__frames") == paused  # pause stops the animation
     SHOTS.mkdir(exist_ok=True)
-    chart.screenshot(path=str(SHOTS / "trajectories_midway.png"))
+    chart.locator("xpath=..").screenshot(path=str(SHOTS / "trajectories_midway.png"))
+
+
+def test_frame_slider_scrubs_both_ways(page):
+    """The slider under the trajectories shows any frame, backwards and forwards: the label
+    names its timestep and the points move to that frame's positions (the same ones again
+    when the slider comes back)."""
+    bar = page.locator(".toydiff-anim").first
+    scrub, label = bar.get_by_role("slider", name="animation frame"), bar.locator("output")
+    last = int(scrub.get_attribute("max"))
+    at = """i => {
+      const gd = document.querySelectorAll('.js-plotly-plot')[0];
+      const frame = gd._transitionData._frames[i];
+      return gd._fullLayout._currentFrame === frame.name
+        && Array.from(gd._fullData[frame.traces[0]].x.slice(0, 50));
+    }"""
+    seen = {}
+    for i, text in [(0, "t = 999"), (last, "t = x₀"), (last // 2, None), (0, "t = 999")]:
+        scrub.fill(str(i))
+        points = page.wait_for_function(at, arg=i, timeout=10_000).json_value()
+        assert seen.setdefault(i, points) == points
+        if text:
+            assert label.text_content() == text
+    assert seen[0] != seen[last] != seen[last // 2]
 
 
 def test_field_slider_reruns_only_the_fragment(page):

@@ -10,6 +10,8 @@ plotly.js is the plotly package's own bundle, served by Streamlit's static file 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -77,18 +79,85 @@ function drawNext() {
   const [gd, fig] = waiting.entries().next().value;
   waiting.delete(gd);
   if (gd.isConnected) {
+    const anim = liftAnimation(fig);
     plotly()
       .then(P => P.react(gd, fig))
+      .then(() => animationBar(gd, anim))
       .catch(e => { gd.textContent = 'figure failed: ' + e.message; });
   }
   requestAnimationFrame(() => setTimeout(drawNext));  // after this frame is painted
+}
+// An animated figure's play/pause buttons and frame slider (layout.updatemenus and
+// layout.sliders whose entries animate) are drawn as HTML under the plot, not by Plotly: Plotly
+// redraws its slider, one SVG group per frame, on every update of the figure (~15-20 ms at 51
+// frames in software-rendered Chromium). Returns {buttons, slider} taken out of fig.layout.
+function liftAnimation(fig) {
+  const lay = fig.layout || {};
+  const slider = (lay.sliders || [])[0];
+  const animates = x => x.method === 'animate';
+  if (!slider || !(slider.steps || []).length || !slider.steps.every(animates)) return null;
+  const menus = lay.updatemenus || [];
+  const ours = menus.filter(m => (m.buttons || []).every(animates));
+  fig.layout = {
+    ...lay,
+    sliders: (lay.sliders || []).slice(1),
+    updatemenus: menus.filter(m => !ours.includes(m)),
+    margin: {...(lay.margin || {}), b: 40},
+  };
+  return {buttons: ours.flatMap(m => m.buttons), slider, size: (lay.font || {}).size || 12};
+}
+function animationBar(gd, anim) {
+  let bar = gd._toydiffBar;
+  if (!anim) { if (bar) bar.remove(); gd._toydiffBar = null; return; }
+  if (!bar) {
+    bar = gd._toydiffBar = document.createElement('div');
+    bar.className = 'toydiff-anim';
+    bar.style.cssText = 'display:flex;align-items:center;gap:6px;margin:-4px 15px 6px 45px;' +
+      'font-family:sans-serif;color:#444';
+    gd.after(bar);
+    gd.on('plotly_animatingframe', e => bar._show && bar._show(e.name));
+  }
+  const {buttons, slider} = anim;
+  const names = slider.steps.map(s => String(s.args[0][0]));
+  const prefix = (slider.currentvalue || {}).prefix || '';
+  bar.style.fontSize = anim.size + 'px';
+  bar.replaceChildren();
+  for (const b of buttons) {
+    const el = document.createElement('button');
+    el.textContent = b.label;
+    el.style.cssText = 'font:inherit;padding:1px 8px;border:1px solid #bbb;border-radius:3px;' +
+      'background:#f4f4f4;cursor:pointer';
+    el.onclick = () => Plotly.animate(gd, ...b.args);
+    bar.append(el);
+  }
+  const range = Object.assign(document.createElement('input'), {
+    type: 'range', min: 0, max: names.length - 1, step: 1, value: slider.active ?? 0,
+  });
+  range.style.cssText = 'flex:1;margin:0 8px';
+  range.setAttribute('aria-label', 'animation frame');
+  const label = document.createElement('output');
+  label.style.cssText = 'min-width:6em;text-align:right';
+  bar._show = name => {
+    const i = names.indexOf(String(name));
+    if (i < 0) return;
+    range.value = i;
+    label.textContent = prefix + slider.steps[i].label;
+  };
+  range.oninput = () => {
+    const step = slider.steps[+range.value];
+    label.textContent = prefix + step.label;
+    Plotly.animate(gd, ...step.args);
+  };
+  bar.append(range, label);
+  bar._show(names[+range.value]);
 }
 function drawSoon(gd, fig) {
   waiting.set(gd, fig);  // a newer figure for a waiting chart keeps its place in the queue
   if (!drawing) { drawing = true; drawNext(); }
 }
+const text = new TextDecoder();
 export default function ({ parentElement, data }) {
-  if (!data || !data.figure) {  // preload(): fetch plotly.js while the server computes
+  if (!data || !data.length) {  // preload(): fetch plotly.js while the server computes
     plotly().catch(() => {});
     return;
   }
@@ -98,9 +167,12 @@ export default function ({ parentElement, data }) {
     gd.className = 'toydiff-plot';
     parentElement.appendChild(gd);
   }
-  if (gd._toydiffFigure !== data.figure) {
-    gd._toydiffFigure = data.figure;
-    drawSoon(gd, JSON.parse(data.figure));
+  // the payload (ui/chart.py `payload`): the figure's id, a newline, the figure's JSON
+  const cut = data.indexOf(10);
+  const id = text.decode(data.subarray(0, cut));
+  if (gd._toydiffId !== id) {
+    gd._toydiffId = id;
+    drawSoon(gd, JSON.parse(text.decode(data.subarray(cut + 1))));
   }
   // purge only when the element is really gone (this also runs before an in-place update)
   return () => setTimeout(() => { if (!gd.isConnected && window.Plotly) window.Plotly.purge(gd); });
@@ -114,24 +186,43 @@ def preload() -> None:
     """Starts loading plotly.js in the browser (call at the top of the page, before the work
     that makes the first figure): the 4.7 MB bundle then loads while the server computes."""
     if st.get_option("server.enableStaticServing"):
-        _component(data={"figure": None}, key="plotly.preload")
+        _component(key="plotly.preload")
 
 
-def to_json(fig) -> str:
-    """A Figure or figure dict as compact JSON: orjson (numpy arrays and scalars native, NaN as
-    null, like plotly.js expects), ~20× faster than PlotlyJSONEncoder's encode-decode-encode."""
+def to_json(fig, config: dict | None = None) -> bytes:
+    """A Figure or figure dict (with `config` added, if given) as compact UTF-8 JSON: orjson
+    (numpy arrays and scalars native, NaN as null, like plotly.js expects), ~20× faster than
+    PlotlyJSONEncoder's encode-decode-encode."""
     spec = fig if isinstance(fig, dict) else fig.to_plotly_json()
+    if config is not None:
+        spec = {**spec, "config": config}
     try:
-        return orjson.dumps(spec, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return orjson.dumps(spec, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:  # a type orjson does not know: plotly's own encoder knows them all
-        return json.dumps(spec, cls=plotly.utils.PlotlyJSONEncoder, separators=(",", ":"))
+        return json.dumps(spec, cls=plotly.utils.PlotlyJSONEncoder, separators=(",", ":")).encode()
 
 
-@st.cache_data(max_entries=FIGURE_ENTRIES, show_spinner=False)
-def _cached_json(cache_key: str, _make) -> str:
-    """to_json(_make()), shared by every session asking for the same cache_key (which must
-    determine the figure: _make is not part of the key)."""
-    return to_json(_make())
+def payload(fig, config: dict | None = None, id: str | None = None) -> bytes:
+    """What the component receives: the figure's id (default: a digest of its JSON), a newline,
+    its JSON. Bytes travel as they are (a dict would be JSON-encoded twice per rerun by
+    Streamlit: ~5 ms per MB, for unchanged figures too); the browser parses a figure only when
+    its id is new."""
+    body = to_json(fig, {"responsive": True, **(config or {})})
+    return f"{id or hashlib.sha1(body).hexdigest()}\n".encode() + body
+
+
+def figure_of(data: bytes) -> dict:
+    """The figure (with its config) in a `payload`: what the browser draws."""
+    return json.loads(data[data.index(b"\n") + 1 :])
+
+
+@st.cache_resource(max_entries=FIGURE_ENTRIES, show_spinner=False)
+def _cached_payload(cache_key: str, config_key: str, _make, _config) -> bytes:
+    """payload(_make(), _config), shared by every session asking for the same cache_key (which
+    must determine the figure: _make is not part of the key). Bytes are immutable: a resource
+    cache hands out the same object instead of unpickling a copy per rerun."""
+    digest = hashlib.sha1(f"{cache_key}|{config_key}".encode()).hexdigest()
+    return payload(_make(), _config, digest)
 
 
 def show(fig, key: str, config: dict | None = None, container=None, cache_key: str | None = None):
@@ -145,11 +236,9 @@ def show(fig, key: str, config: dict | None = None, container=None, cache_key: s
         figure = fig() if cache_key is not None else fig
         (container or st).plotly_chart(figure, theme=None, config=config, key=key)
         return
-    figure = _cached_json(cache_key, fig) if cache_key is not None else to_json(fig)
-    # the config is spliced in, not re-encoded: the figure's JSON can be megabytes
-    figure = f'{figure[:-1]},"config":{to_json({"responsive": True, **(config or {})})}}}'
-    if container is None:
-        _component(data={"figure": figure}, key=key)
+    if cache_key is None:
+        data = payload(fig, config)
     else:
-        with container:
-            _component(data={"figure": figure}, key=key)
+        data = _cached_payload(cache_key, json.dumps(config, sort_keys=True), fig, config)
+    with container if container is not None else contextlib.nullcontext():
+        _component(data=data, key=key)
