@@ -33,7 +33,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import numpy as np  # noqa: E402
 
 import toydiff  # noqa: E402
-from toydiff import fields, guidance, mixtures, schedule, train  # noqa: E402
+from toydiff import checkpoint, fields, guidance, mixtures, schedule  # noqa: E402
 from toydiff import scene as scene_mod  # noqa: E402
 from toydiff import scenes as scenes_mod  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
@@ -352,8 +352,8 @@ def common_ui() -> dict:
 
 
 def weak_label(preset: str | None) -> str:
-    """The 'shipped' guide's entry: the preset's recipe (train.weak_nets), e.g. tree's own."""
-    return f"shipped weak net ({train.weak_nets(preset)['shipped'].help})"
+    """The 'shipped' guide's entry: the preset's recipe (checkpoint.weak_nets), e.g. tree's own."""
+    return f"shipped weak net ({checkpoint.weak_nets(preset)['shipped'].help})"
 
 
 def rule_ui(side: str, box) -> dict:

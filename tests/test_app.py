@@ -636,3 +636,21 @@ def test_field_legend_lists_only_the_arrow_fields():
     )
     listed = [t.name for t in fig.data if t.type != "heatmap" and t.showlegend is not False]
     assert listed == [plots.FIELD_LABELS["guided"], plots.FIELD_LABELS["term"]]
+
+
+def test_the_default_view_imports_no_training_or_table_libraries():
+    """optax (training) and pandas (the editor's tables) load only with the tabs that use them:
+    each costs ~0.1 s of every app start. A fresh interpreter: this test session has both."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({APP!r}, default_timeout=120)\n"
+        "at.run()\n"
+        "assert not at.exception, at.exception\n"
+        "print(sorted(m for m in ('optax', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

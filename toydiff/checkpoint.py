@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -169,7 +170,37 @@ def load(stem: str | Path, mix: Mixture | None = None) -> tuple[dict, nets.NetCo
     return params, config, meta
 
 
-WEAK_STEMS = {"shipped": "_weak", "small": "_small", "short": "_short"}  # train.WEAK_NETS' files
+WEAK_STEMS = {"shipped": "_weak", "small": "_small", "short": "_short"}  # WEAK_NETS' files
+
+
+class WeakRecipe(NamedTuple):
+    """How one guide net for autoguidance is trained, relative to the main net's TrainConfig."""
+
+    small: bool  # the 2×32 weak architecture instead of the main net's
+    fraction: int  # the net trains 1/fraction of the main net's steps
+    complete: bool  # True: a full schedule of that length; False: the main run stopped early
+    help: str
+
+
+# Autoguidance's guides (MATH §3): degraded in capacity, in training length, or both.
+WEAK_NETS: dict[str, WeakRecipe] = {
+    "shipped": WeakRecipe(True, 8, True, "2×32 net, a complete run of 1/8 of the steps"),
+    "small": WeakRecipe(True, 1, True, "2×32 net, the main net's full recipe"),
+    "short": WeakRecipe(False, 8, False, "the main net's run stopped at 1/8 of its steps"),
+}
+
+
+# A preset's own shipped guide, where the 2×32 one fails it (MATH §3). On the tree, the 2×32 net
+# (no input Fourier features) errs differently from the main net, and autoguidance with it is no
+# more precise than unguided; a degraded version of the main net itself is the paper's guide.
+PRESET_GUIDE: dict[str, WeakRecipe] = {
+    "tree": WeakRecipe(False, 4, False, "the main net's run stopped at 1/4 of its steps"),
+}
+
+
+def weak_nets(name: str | None = None) -> dict[str, WeakRecipe]:
+    """The guide recipes of a preset: WEAK_NETS, with its PRESET_GUIDE as 'shipped'."""
+    return WEAK_NETS | ({"shipped": PRESET_GUIDE[name]} if name in PRESET_GUIDE else {})
 
 
 def pretrained_stem(preset: str, weak: bool | str | None = False, root=None) -> Path:
