@@ -591,7 +591,7 @@ def field_fig(scene: Scene, f: dict, heat: str, zmax: float, shown: list[str], t
     grid_map = f.get(heat, np.zeros(len(g), np.float32)).reshape(FIELD_RES, FIELD_RES)
     p_neg = f["p_neg"].reshape(FIELD_RES, FIELD_RES) if scene.negative is not None else None
     title = f"{title_of(scene)}<br><sup>t = {t}</sup>"
-    return plots.field_figure(
+    return plots.field_spec(
         u,
         grid_map,
         heat,
@@ -609,7 +609,7 @@ def weights_view(scenes: dict, runs: dict, net: str | None):
     st.subheader("Weights over time")
     for side, col in columns_for(scenes).items():
         run, scene = runs[side], scenes[side]
-        make = lambda run=run, scene=scene: plots.weights_figure(
+        make = lambda run=run, scene=scene: plots.weights_spec(
             run["step_ts"], run["stats"], title_of(scene)
         )
         draw(col, "weights", side, scene, net, make)
@@ -626,7 +626,7 @@ def outcome_view(scenes: dict, runs: dict, net: str | None):
 
         def figure(scene=scene, run=run):
             bg = background(mix_key(scene), scene.positive, scene.negative)
-            return plots.outcome_figure(
+            return plots.outcome_spec(
                 bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene)
             )
 
