@@ -79,6 +79,17 @@ def _figure(data: list, layout: dict, frames: list | None = None) -> go.Figure:
     return go.Figure({"data": data, "layout": layout, "frames": frames or []}, _validate=False)
 
 
+def _figure_of(spec):
+    """The go.Figure twin of a `*_spec` builder: same arguments, the spec as a Figure."""
+
+    def figure(*args, **kwargs) -> go.Figure:
+        return _figure(**spec(*args, **kwargs))
+
+    figure.__name__ = figure.__qualname__ = spec.__name__.replace("_spec", "_figure")
+    figure.__doc__ = f"{spec.__name__}(...) as a go.Figure (same arguments)."
+    return figure
+
+
 def _axis(lim: float | None = None, **extra) -> dict:
     axis = dict(
         showgrid=False,
@@ -247,11 +258,6 @@ def _trails(frames: np.ndarray, count: int) -> dict:
     )
 
 
-def trajectory_figure(*args, **kwargs) -> go.Figure:
-    """trajectory_spec(...) as a go.Figure (same arguments)."""
-    return _figure(**trajectory_spec(*args, **kwargs))
-
-
 def trajectory_spec(
     bg: dict,
     frames: np.ndarray,
@@ -364,11 +370,6 @@ def _quiver(
     return pts[:, 0], pts[:, 1]
 
 
-def field_figure(*args, **kwargs) -> go.Figure:
-    """field_spec(...) as a go.Figure (same arguments)."""
-    return _figure(**field_spec(*args, **kwargs))
-
-
 def field_spec(
     u: np.ndarray,
     heat: np.ndarray,
@@ -436,11 +437,6 @@ def field_spec(
             )
         )
     return dict(data=data, layout=_layout(lim, title, height=500))
-
-
-def weights_figure(*args, **kwargs) -> go.Figure:
-    """weights_spec(...) as a go.Figure (same arguments)."""
-    return _figure(**weights_spec(*args, **kwargs))
 
 
 def weights_spec(ts: np.ndarray, stats: dict, title: str) -> dict:
@@ -511,11 +507,6 @@ def _alpha(hex_color: str, a: float) -> str:
     return f"rgba({r},{g},{b},{a})"
 
 
-def outcome_figure(*args, **kwargs) -> go.Figure:
-    """outcome_spec(...) as a go.Figure (same arguments)."""
-    return _figure(**outcome_spec(*args, **kwargs))
-
-
 def outcome_spec(
     u: np.ndarray,
     log_p_target: np.ndarray,
@@ -530,6 +521,12 @@ def outcome_spec(
     )
     layout = _layout(lim, title, images=[target])
     return dict(data=[_points(x0, labels), *_legend(labels)], layout=layout)
+
+
+trajectory_figure = _figure_of(trajectory_spec)
+field_figure = _figure_of(field_spec)
+weights_figure = _figure_of(weights_spec)
+outcome_figure = _figure_of(outcome_spec)
 
 
 # ------------------------------------------------------------------------------------ metrics table
