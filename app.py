@@ -84,6 +84,19 @@ HEAT_OPTIONS = {
     "log_p": "log density log p_t(x)",
 }
 NONE = "— none —"  # the concept selectors' "no concept" entry
+GUIDE = """\
+**Reading the page.** The two columns start from the same noise and differ only in their rule.
+*Trajectories*: the samples travel from noise (t = 999) to data (t = 0); ▶ plays it, the frame
+slider scrubs both ways. *Vector field*: arrows of the guided ε̂ and of the guidance term at the
+timestep of its slider, over the rule's negative weight: CCFG's attenuation map λ⁻ fades to 0 where
+a sample no longer resembles the negative concept, nCFG's weight is γ everywhere. *Weights over
+time* follows λ⁻ along the samples' paths, *Outcome* compares the final samples with the ideal
+target p(x | ¬negative).
+
+**Try** raising γ in both columns: nCFG pushes samples off the data (grey), CCFG keeps them on the
+allowed blobs (blue). The sidebar's curated scenes open prepared comparisons with captions. The
+address bar always holds the link to this view; *Share* copies it or saves the scene as a file.
+"""
 WEAK_LABELS = {  # "default" stands for None: a None state makes Streamlit show no selection
     "default": "default (blur with exact scores, else the shipped net)",
     "small": "small net (fewer units)",
@@ -137,7 +150,8 @@ def body(common: dict, present: bool):
     weights_view(scenes, runs, net)
     outcome_view(scenes, runs, net)
     st.divider()
-    tab_views = {
+    tab_views = {  # the open tab's elements rerender on every move: the first one is light
+        "Guide": lambda: st.markdown(GUIDE),
         "Share": lambda: panels.share_ui(pair),
         "γ sweep": lambda: panels.sweep_ui(pair, net, denoiser_for),
         "Export for slides": lambda: panels.export_ui(

@@ -138,7 +138,7 @@ def test_every_control_has_help_and_reruns_without_error():
         _ok(at)
         assert not at.error, (widget.key, [e.value for e in at.error])
     charts = _charts(at)
-    arrows = {t["name"] for t in charts["field.left"]["data"] if t["type"] == "scattergl"}
+    arrows = {s["legendgroup"] for s in charts["field.left"]["layout"]["shapes"]}
     assert arrows == {plots.FIELD_LABELS[k] for k in ("uncond", "neg", "step", "guided")}
     traj = charts["traj.left"]
     assert len(traj["data"]) == 6  # region edge + trails + points + 3 legend
@@ -440,6 +440,7 @@ def test_only_the_open_tab_runs_and_every_tab_renders():
     at = _start(**SMALL)
     _ok(at)
     assert [t.label for t in at.tabs] == [
+        "Guide",
         "Share",
         "γ sweep",
         "Export for slides",
@@ -447,16 +448,21 @@ def test_only_the_open_tab_runs_and_every_tab_renders():
         "Train a net",
         "Method atlas",
     ]
-    assert not [b for b in at.button if b.key == "sweep.run"]  # Share is open, the sweep not run
+    assert not [b for b in at.button if b.key == "sweep.run"]  # Guide is open, the sweep not run
+    assert not at.get("download_button")  # nor Share's
     for label, key in [("γ sweep", "sweep.run"), ("Train a net", "train.run")]:
         at.session_state["tab"] = label
         at.run()
         _ok(at)
         assert [b.key for b in at.button if b.key == key] == [key], label
-    for label in ("Export for slides", "Mixture editor", "Method atlas", "Share"):
+    for label in ("Export for slides", "Mixture editor", "Method atlas", "Share", "Guide"):
         at.session_state["tab"] = label
         at.run()
         _ok(at)
+        shared = [
+            d.key for d in at.get("download_button") if d.key.startswith(("dl.pair", "dl.scene"))
+        ]
+        assert len(shared) == (3 if label == "Share" else 0), label
     assert not [b for b in at.button if b.key in ("sweep.run", "train.run")]
 
 

@@ -103,3 +103,45 @@ def test_densities_scale_to_peak_one_and_a_bad_cell_blanks_only_itself():
     alpha = _png(plots.background(u, log_p, None)["images"][0])[::-1, :, 3]
     np.testing.assert_allclose(alpha[1:], 255 * 0.55 * want[1:], atol=0.51)
     assert alpha[0, 0] == 0
+
+
+def _arrows(path: str) -> np.ndarray:
+    """The arrows of a field path, (n, 5, 2): base, tip, head stroke end, tip, other stroke end."""
+    assert path[0] == "M"
+    nums = np.array(path.replace("M", " ").replace("L", " ").split(), float)
+    return nums.reshape(-1, 5, 2)
+
+
+def test_field_arrows_are_one_path_per_field_scaled_capped_with_heads():
+    """Each arrow field is one SVG path shape, with a legend entry of its legend group: arrows from each grid point along
+    its vector at the figure's common scale (the 90th-percentile arrow spans 0.9 cells), long
+    arrows capped at 1.6 cells in their own direction, heads of two strokes 0.3 × the arrow long
+    at ±0.45 rad, and a NaN vector drawn as no arrow."""
+    u = np.linspace(-2, 2, 5, dtype=np.float32)
+    grid = np.stack(np.meshgrid(u, u), -1).reshape(-1, 2)
+    v = np.tile([[0.0, 1.0]], (len(grid), 1))  # every 90th percentile: 1
+    v[0] = [30.0, 40.0]  # capped: 1.6 cells along (0.6, 0.8)
+    v[1] = [np.nan, 0.5]
+    heat = np.zeros((5, 5))
+    fig = plots.field_spec(u, heat, "lam_neg", 1.0, {"guided": (grid, v)}, 1.0, 2.0, "t")
+    [shape] = fig["layout"]["shapes"]
+    assert (shape["type"], shape["xref"], shape["yref"]) == ("path", "x", "y")
+    label = plots.FIELD_LABELS["guided"]
+    assert shape["legendgroup"] == label
+    assert [t["name"] for t in fig["data"] if t.get("legendgroup") == label] == [label]
+    arrows = _arrows(shape["path"])
+    base, tip = arrows[:, 0], arrows[:, 1]
+    np.testing.assert_allclose(base, grid, atol=1e-3)
+    want = 0.9 * v.copy()
+    want[0] = 1.6 * np.array([0.6, 0.8])
+    want[1] = [0.0, 0.45]  # NaN component as 0
+    np.testing.assert_allclose(tip - base, want, atol=1e-3)
+    np.testing.assert_allclose(arrows[:, 3], tip, atol=1e-3)
+    for k, sign in ((2, 1), (4, -1)):
+        stroke = tip - arrows[:, k]  # 0.3 × the arrow, turned by ±0.45 rad
+        c, s = np.cos(sign * 0.45), np.sin(sign * 0.45)
+        turned = 0.3 * np.stack(
+            [c * want[:, 0] - s * want[:, 1], s * want[:, 0] + c * want[:, 1]], 1
+        )
+        np.testing.assert_allclose(stroke, turned, atol=2e-3)
+    assert not any(t["type"] == "scattergl" for t in fig["data"])  # no WebGL canvas to redraw
