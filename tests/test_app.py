@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import time
 
 import pytest
@@ -39,6 +40,21 @@ def _charts(at: AppTest) -> dict[str, dict]:
             continue
         out[node.proto.id.split("-", 2)[-1]] = spec  # the id ends with the chart's key
     return out
+
+
+def _assert_bundled(at: AppTest):
+    """Every trace (and animation frame trace) of the app's in-place charts has a type that the
+    app's plotly.js bundle registers (ui/plotly_bundle/entry.js): an unregistered type draws
+    nothing. st.plotly_chart elements use Streamlit's full plotly.js and are not checked."""
+    entry = (pathlib.Path(APP).parent / "ui" / "plotly_bundle" / "entry.js").read_text()
+    bundled = {"scatter", *re.findall(r"require\('plotly\.js/lib/(\w+)'\)", entry)} - {"core"}
+    seen = set()
+    for node in at.get("bidi_component"):
+        if node.proto.bytes:
+            fig = chart.figure_of(node.proto.bytes)
+            traces = fig["data"] + [t for f in fig.get("frames", []) for t in f["data"]]
+            seen |= {t.get("type", "scatter") for t in traces}
+    assert seen and seen <= bundled, seen - bundled
 
 
 def _table(at: AppTest) -> dict[str, list[str]]:
@@ -142,6 +158,7 @@ def test_every_control_has_help_and_reruns_without_error():
     assert arrows == {plots.FIELD_LABELS[k] for k in ("uncond", "neg", "step", "guided")}
     traj = charts["traj.left"]
     assert len(traj["data"]) == 6  # region edge + trails + points + 3 legend
+    _assert_bundled(at)
     assert len(traj["layout"]["images"]) == 1  # density and negative region, one raster
 
 
@@ -434,6 +451,7 @@ def test_sweep_runs_both_rules_in_time_and_a_click_opens_the_point():
     _ok(at)
     assert at.select_slider(key="left.ncfg.gamma").value == gamma
     assert any(d.get("name") == "left: now" for d in _charts(at)["sweep.chart"]["data"])
+    _assert_bundled(at)
 
 
 def test_only_the_open_tab_runs_and_every_tab_renders():

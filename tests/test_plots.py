@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import pathlib
 
 import numpy as np
 from PIL import Image
@@ -145,3 +146,20 @@ def test_field_arrows_are_one_path_per_field_scaled_capped_with_heads():
         )
         np.testing.assert_allclose(stroke, turned, atol=2e-3)
     assert not any(t["type"] == "scattergl" for t in fig["data"])  # no WebGL canvas to redraw
+
+
+def test_the_apps_plotly_bundle_is_the_plotly_packages_version():
+    """static/'s custom plotly.js (ui/plotly_bundle) is built from the plotly.js release that the
+    plotly package (requirements.txt) bundles: figures and exports then mean the same thing."""
+    import re
+
+    import plotly
+
+    from ui import chart
+
+    version = re.compile(rb"plotly\.js v(\d+\.\d+\.\d+)")
+    theirs = (pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    ours = chart.BUNDLE.read_bytes()
+    assert version.search(theirs[:200]).group(1).decode() == chart.PLOTLY_JS
+    assert version.search(ours[:200]).group(1).decode() == chart.PLOTLY_JS
+    assert len(ours) < len(theirs) / 2  # only the trace types toydiff draws

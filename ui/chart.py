@@ -4,8 +4,10 @@ persistent <div> per key.
 st.plotly_chart derives its element id from the figure, so every new figure remounts the chart:
 a fresh plot, new WebGL contexts (~0.2 s per trajectory figure in software-rendered Chromium).
 Here the component's identity is its key and a new figure is a `Plotly.react` (~40 ms).
-plotly.js is the plotly package's own bundle, served by Streamlit's static file serving
-(.streamlit/config.toml) from static/, where it is copied on first import.
+plotly.js is a bundle of the plotly package's version with only the trace types the figures use
+(ui/plotly_bundle/), served by Streamlit's static file serving (.streamlit/config.toml) from
+static/: 1.5 MB that Chromium evaluates in ~0.2 s, where the full 4.8 MB bundle took ~1 s of the
+page's main thread at every page load.
 """
 
 from __future__ import annotations
@@ -15,37 +17,24 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 
 import orjson
 import plotly
 import streamlit as st
 
-STATIC = pathlib.Path(__file__).resolve().parents[1] / "static"
-BUNDLE = pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-NAME = f"plotly-{plotly.__version__}.min.js"  # versioned: a stale copy is never served
+PLOTLY_JS = "4.1.1"  # the plotly package's plotly.js (tests/test_plots.py checks it)
+NAME = f"plotly-{PLOTLY_JS}-toydiff.min.js"  # versioned: a stale copy is never served
+BUNDLE = pathlib.Path(__file__).resolve().parents[1] / "static" / NAME
 # serialized figures shared by all sessions (a trajectory figure at 2000 points × 50 steps: 1.4 MB)
 FIGURE_ENTRIES = int(os.environ.get("TOYDIFF_FIGURE_ENTRIES", "64"))
-
-
-def _install_bundle() -> None:
-    target = STATIC / NAME
-    if not target.exists() or target.stat().st_size != BUNDLE.stat().st_size:
-        STATIC.mkdir(exist_ok=True)
-        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
-        shutil.copyfile(BUNDLE, partial)
-        os.replace(partial, target)  # atomic: a concurrent start never serves half a file
-
-
-_install_bundle()
 
 
 def _serve_files_in_bigger_chunks() -> None:
     """Starlette (Streamlit's web server) sends a static file in 64 KiB chunks, each resumed on
     the server's event loop, which must wait for the GIL that a starting script holds while it
-    imports JAX: plotly.js (4.7 MB) then took ~1 s to arrive on localhost and the first figure
-    waited for it (benchmarks/app_latency.py, warm start 5.3 → 4.6 s with bigger chunks).
-    8 MiB chunks: the bundle in one (memory: one file per page load, transiently)."""
+    imports JAX: the full plotly.js (4.7 MB) then took ~1 s to arrive on localhost and the first
+    figure waited for it (benchmarks/app_latency.py, warm start 5.3 → 4.6 s with bigger chunks).
+    8 MiB chunks: a bundle in one (memory: one file per page load, transiently)."""
     try:
         from starlette.responses import FileResponse
     except ImportError:  # another web server: nothing to tune
@@ -184,7 +173,7 @@ _component = st.components.v2.component("toydiff.plotly", js=JS, isolate_styles=
 
 def preload() -> None:
     """Starts loading plotly.js in the browser (call at the top of the page, before the work
-    that makes the first figure): the 4.7 MB bundle then loads while the server computes."""
+    that makes the first figure): the bundle then loads while the server computes."""
     if st.get_option("server.enableStaticServing"):
         _component(key="plotly.preload")
 
