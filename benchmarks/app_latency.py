@@ -206,24 +206,12 @@ def fmt(value: float, unit: str) -> str:
     return FORMATS[unit].format(value)
 
 
-def probe() -> float:
-    """ms of a fixed pure-Python loop, median of 5: how fast this shared machine is right now
-    (the same code's latencies follow it)."""
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        sum(i * i for i in range(2_000_000))
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
-
-
 def header(what: str) -> str:
     return (
         f"# App latency{what} (headless Chromium, software rendering, 2000 points × 50 steps × 2 "
         f"rules)\n\nMeasured {STARTED}–{time.strftime('%H:%M')} by `benchmarks/app_latency.py"
         f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on a shared {os.cpu_count()}-core "
-        f"machine (load average before the run: {LOAD}; CPU probe, `probe()`: {PROBE:.0f} ms "
-        f"before, {probe():.0f} ms after); "
+        f"machine (load average before the run: {LOAD}); "
     )
 
 
@@ -323,6 +311,5 @@ if __name__ == "__main__":
         except (subprocess.CalledProcessError, OSError):
             parser.error(f"--against: {args.against!r} is not a commit of this repository")
     LOAD = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    PROBE = probe()
     STARTED = time.strftime("%Y-%m-%d %H:%M")
     main(args.against, args.python, args.rounds)
