@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import io
 import pathlib
+import re
 
 import numpy as np
+import plotly
 from PIL import Image
 
 from toydiff.viz import plots
+from ui import chart
 
 
 def _png(image: dict) -> np.ndarray:
@@ -114,10 +117,10 @@ def _arrows(path: str) -> np.ndarray:
 
 
 def test_field_arrows_are_one_path_per_field_scaled_capped_with_heads():
-    """Each arrow field is one SVG path shape, with a legend entry of its legend group: arrows from each grid point along
-    its vector at the figure's common scale (the 90th-percentile arrow spans 0.9 cells), long
-    arrows capped at 1.6 cells in their own direction, heads of two strokes 0.3 × the arrow long
-    at ±0.45 rad, and a NaN vector drawn as no arrow."""
+    """Each arrow field is one SVG path shape with a legend entry of its legend group: arrows
+    from each grid point along its vector at the figure's common scale (the 90th-percentile
+    arrow spans 0.9 cells), long arrows capped at 1.6 cells in their own direction, heads of two
+    strokes 0.3 × the arrow long at ±0.45 rad, and a NaN component drawn as 0."""
     u = np.linspace(-2, 2, 5, dtype=np.float32)
     grid = np.stack(np.meshgrid(u, u), -1).reshape(-1, 2)
     v = np.tile([[0.0, 1.0]], (len(grid), 1))  # every 90th percentile: 1
@@ -151,12 +154,6 @@ def test_field_arrows_are_one_path_per_field_scaled_capped_with_heads():
 def test_the_apps_plotly_bundle_is_the_plotly_packages_version():
     """static/'s custom plotly.js (ui/plotly_bundle) is built from the plotly.js release that the
     plotly package (requirements.txt) bundles: figures and exports then mean the same thing."""
-    import re
-
-    import plotly
-
-    from ui import chart
-
     version = re.compile(rb"plotly\.js v(\d+\.\d+\.\d+)")
     theirs = (pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
     ours = chart.BUNDLE.read_bytes()

@@ -25,14 +25,14 @@ import streamlit as st
 PLOTLY_JS = "4.1.1"  # the plotly package's plotly.js (tests/test_plots.py checks it)
 NAME = f"plotly-{PLOTLY_JS}-toydiff.min.js"  # versioned: a stale copy is never served
 BUNDLE = pathlib.Path(__file__).resolve().parents[1] / "static" / NAME
-# serialized figures shared by all sessions (a trajectory figure at 2000 points × 50 steps: 1.4 MB)
+# serialized figures shared by all sessions (a trajectory figure at 2000 points × 50 steps: 1.1 MB)
 FIGURE_ENTRIES = int(os.environ.get("TOYDIFF_FIGURE_ENTRIES", "64"))
 
 
 def _serve_files_in_bigger_chunks() -> None:
     """Starlette (Streamlit's web server) sends a static file in 64 KiB chunks, each resumed on
     the server's event loop, which must wait for the GIL that a starting script holds while it
-    imports JAX: the full plotly.js (4.7 MB) then took ~1 s to arrive on localhost and the first
+    imports JAX: the full plotly.js (4.8 MB) then took ~1 s to arrive on localhost and the first
     figure waited for it (benchmarks/app_latency.py, warm start 5.3 → 4.6 s with bigger chunks).
     8 MiB chunks: a bundle in one (memory: one file per page load, transiently)."""
     try:
