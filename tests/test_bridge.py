@@ -185,8 +185,13 @@ def test_sd_negative_equals_stock_pipeline(pipe, output_type):
     np.testing.assert_allclose(ours, stock, atol=1e-4, rtol=0)
 
 
-def _ddim_mean(x, eps, ab, ab_next):
-    return ab_next.sqrt() * (x - (1 - ab).sqrt() * eps) / ab.sqrt() + (1 - ab_next).sqrt() * eps
+def _ddpm_log_ratio(x, x_next, e_n, e_u, ab, ab_next):
+    """log N(x'; μ(ε_n), σ̃²)/N(x'; μ(ε_∅), σ̃²) of the DDPM kernel μ(ε) = √(ᾱ'/ᾱ) x + b ε (float64)."""
+    var = (1 - ab_next) / (1 - ab) * (1 - ab / ab_next)
+    a = (ab_next / ab).sqrt()
+    b = (1 - ab_next - var).sqrt() - a * (1 - ab).sqrt()
+    sq = lambda e: ((x_next - a * x - b * e) ** 2).flatten(1).sum(1)
+    return -(sq(e_n) - sq(e_u)) / (2 * var)
 
 
 @pytest.mark.filterwarnings(WARN)
@@ -200,10 +205,11 @@ def test_every_step_applies_the_registry_rule(sd15, rule, monkeypatch):
         DDIMScheduler,
         "step",
         lambda s, eps, t, x, **kw: (
-            stepped.append((eps.clone(), t, x.clone())) or step(s, eps, t, x, **kw)
+            stepped.append((eps.clone(), t, x.clone(), kw.get("eta", 0.0)))
+            or step(s, eps, t, x, **kw)
         ),
     )
-    knobs = loop.default_knobs(rule, gamma=GAMMA, tau=0.05, prior=0.3, temp=0.5)
+    knobs = loop.default_knobs(rule, gamma=GAMMA, tau=0.05, prior=0.3, temp=0.5, offset=0.0)
     try:
         _, info = sd.generate(
             sd15, PROMPT, NEGATIVE, rule, knobs, [0, 1], steps=STEPS, output_type="latent"
@@ -212,27 +218,24 @@ def test_every_step_applies_the_registry_rule(sd15, rule, monkeypatch):
         handle.remove()
     assert len(unet_out) == len(stepped) == STEPS  # one UNet forward per step, all branches in it
     r, abs_ = guidance.rule(rule), sd15.scheduler.alphas_cumprod.double()
-    for i, (out, (eps, t, x)) in enumerate(zip(unet_out, stepped, strict=True)):
+    for i, (out, (eps, t, x, eta)) in enumerate(zip(unet_out, stepped, strict=True)):
         uncond, pos, neg = out.chunk(3)
         p_neg = torch.from_numpy(info["p_neg"][i]) if r.state else None
         expected, _ = guidance.apply(
             r, {"uncond": uncond, "pos": pos, "neg": neg, "cond": pos}, knobs, p_neg
         )
         torch.testing.assert_close(eps, expected, atol=1e-6, rtol=0)
-        if r.state and i + 1 < STEPS:  # DNG's carry: the toy's η = 0 update with the DDPM variance
+        assert eta == (1.0 if r.state else 0.0)  # tracked DNG steps the stochastic kernel
+        if r.state and i + 1 < STEPS:  # DNG's carry: Bayes' rule for that kernel's step
             ab, ab_next = abs_[int(t)], abs_[int(stepped[i + 1][1])]
-            mu = lambda e: _ddim_mean(x.double(), e.double(), ab, ab_next)  # noqa: B023
-            sigma2 = (1 - ab_next) / (1 - ab) * (1 - ab / ab_next)
-            p_next = guidance.dng_update(
-                p_neg.double(),
-                mu(eps),
-                mu(neg),
-                mu(uncond),
-                sigma2,
-                temp=0.5,
-                **{k: knobs[k] for k in ("offset", "p_min", "p_max")},
-            )
-            np.testing.assert_allclose(info["p_neg"][i + 1], p_next.numpy(), rtol=1e-4)
+            x_next = stepped[i + 1][2].double()
+            log_r = _ddpm_log_ratio(x.double(), x_next, neg.double(), uncond.double(), ab, ab_next)
+            p_next = torch.clamp(
+                p_neg.double() * torch.exp(torch.clamp(0.5 * log_r, max=80.0)),
+                knobs["p_min"],
+                knobs["p_max"],
+            )  # Temp = 0.5, offset 0: half the log-ratio
+            np.testing.assert_allclose(info["p_neg"][i + 1], p_next.numpy(), rtol=1e-3)
     if r.state:
         np.testing.assert_allclose(info["p_neg"][0], 0.3)  # starts at the prior p_T
         assert np.ptp(info["p_neg"]) > 1e-3  # and moves along the chain

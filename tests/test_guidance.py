@@ -39,7 +39,7 @@ def reference(name, br, k):
             out[i] = e["uncond"] + g * lam_p * dp - g * lam_n * dn
         elif name in ("dng", "dng_oracle"):
             p = k["p_neg"][i]
-            out[i] = e["uncond"] + g * dp - g * p / (1 - p) * dn
+            out[i] = e["uncond"] + k["gamma_pos"] * dp - g * p / (1 - p) * dn
         elif name == "sd_negative":
             out[i] = e["neg"] + g * (e["cond"] - e["neg"])
         elif name == "perp_neg":
@@ -58,7 +58,7 @@ def reference(name, br, k):
 
 def knobs(name, batch):
     k = {p: v.default for p, v in RULES[name].params.items()}
-    k["gamma"], k["tau"], k["w_neg"] = 2.5, 0.05, 0.7
+    k["gamma"], k["gamma_pos"], k["tau"], k["w_neg"] = 2.5, 1.7, 0.05, 0.7
     k = {p: k[p] for p in RULES[name].params}
     p_neg = np.linspace(0.05, 0.9, batch).astype(np.float32)
     return k, p_neg
@@ -172,3 +172,97 @@ def test_registry_parameters_have_defaults_inside_their_ranges():
         for name, p in r.all_params.items():
             assert p.lo <= p.default <= p.hi and p.help, (r.name, name)
             assert not p.log or p.lo > 0
+
+
+NEGATIVE_RULES = [n for n, r in RULES.items() if "neg" in r.branches]
+
+
+@pytest.mark.parametrize("name", NEGATIVE_RULES)
+def test_reported_scales_are_the_coefficients_of_the_differences_in_eps(name):
+    """ε̂ − ε_∅ = a·Δ_p − b·Δ_n read off by solving the 2×2 system per sample (Δ_p, Δ_n a basis of
+    R²): the rule's scale_pos must be a and scale_neg b (sd_negative: γ and γ − 1; DNG: γ_p and
+    γ_n p/(1 − p))."""
+    rng = np.random.default_rng(7)
+    n = 32
+    uncond = rng.normal(0, 1, (n, 2)).astype(np.float32)
+    d_pos = rng.normal(0, 1, (n, 2)).astype(np.float32)
+    d_neg = rng.normal(0, 1, (n, 2)).astype(np.float32)
+    br = {"uncond": uncond, "pos": uncond + d_pos, "neg": uncond + d_neg, "cond": uncond + d_pos}
+    r = RULES[name]
+    k = {p: v.default for p, v in r.params.items()} | {"gamma": 2.5, "gamma_pos": 1.7, "w_neg": 0.7}
+    k = {p: k[p] for p in r.params}
+    p_neg = rng.uniform(0.05, 0.8, n).astype(np.float32)
+    eps, info = guidance.apply(r, br, k, p_neg if r.state else None)
+    basis = np.stack([d_pos, -d_neg], -1).astype(np.float64)  # (n, 2, 2): columns Δ_p, −Δ_n
+    coef = np.linalg.solve(basis, (np.asarray(eps) - uncond).astype(np.float64)[..., None])[..., 0]
+    np.testing.assert_allclose(info["scale_neg"], coef[:, 1], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(info.get("scale_pos", np.zeros(n)), coef[:, 0], rtol=1e-3, atol=1e-4)
+
+
+def test_sd_negative_and_dng_scales_in_closed_form():
+    br = branches((5, 2), seed=8)
+    _, info = guidance.sd_negative(br["neg"], br["pos"], gamma=4.0)
+    np.testing.assert_allclose(info["scale_neg"], 3.0)
+    np.testing.assert_allclose(info["scale_pos"], 4.0)
+    p = np.full(5, 0.2, np.float32)
+    _, info = guidance.dng(
+        br["uncond"], br["neg"], gamma=5.0, gamma_pos=2.0, p_neg=p, eps_pos=br["pos"]
+    )
+    np.testing.assert_allclose(info["scale_neg"], 5.0 * 0.25, rtol=1e-6)
+    np.testing.assert_allclose(info["scale_pos"], 2.0)
+
+
+def _gauss_log(x, mu, var):
+    return -np.sum((x - mu) ** 2, -1) / (2 * var) - x.shape[-1] / 2 * np.log(2 * np.pi * var)
+
+
+def test_dng_track_is_bayes_rule_for_the_ddpm_kernel():
+    """Bayes' rule for one step: p(n | x') = p(n | x)·p(x' | x, n)/p(x' | x), the unconditional
+    kernel being the marginal; with both kernels N(a x + b ε, σ̃² I) of the DDPM step (ε_n, ε_∅),
+    written out here in float64, DNG's update at Temp 1, offset 0 is exactly that ratio."""
+    rng = np.random.default_rng(9)
+    ab, ab_next = 0.6, 0.7
+    var = (1 - ab_next) / (1 - ab) * (1 - ab / ab_next)
+    a = np.sqrt(ab_next / ab)
+    b = np.sqrt(1 - ab_next - var) - a * np.sqrt(1 - ab)
+    x, e_n, e_u = (rng.normal(0, 1, (8, 2)) for _ in range(3))
+    x_next = a * x + b * e_n + np.sqrt(var) * rng.normal(0, 1, (8, 2))
+    p = rng.uniform(0.01, 0.3, 8)
+    ratio = np.exp(
+        _gauss_log(x_next, a * x + b * e_n, var) - _gauss_log(x_next, a * x + b * e_u, var)
+    )
+    got = guidance.dng_track(
+        p.astype(np.float32),
+        *(v.astype(np.float32) for v in (x, x_next, e_n, e_u)),
+        np.float32(ab),
+        np.float32(ab_next),
+        temp=1.0,
+        offset=0.0,
+        p_min=1e-12,
+        p_max=1.0,
+    )
+    np.testing.assert_allclose(got, np.clip(p * ratio, 1e-12, 1.0), rtol=2e-3)
+
+
+def test_kernel_tau_schedule_scales_tau_by_the_kernel_temperature():
+    from toydiff import schedule
+
+    r = RULES["ccfg"]
+    br = branches((6, 2), seed=10)
+    kappa = schedule.kernel_temperature("linear", 50)
+    _, ab, ab_next = schedule.step_alpha_bars("linear", 50)
+    i = 40
+    _, b, var = schedule.ddpm_kernel(float(ab[i]), float(ab_next[i]))  # Python floats
+    ref = (b**2 / (2 * var)) / (
+        schedule.ddpm_kernel(float(ab[24]), float(ab_next[24]))[1] ** 2
+        / (2 * schedule.ddpm_kernel(float(ab[24]), float(ab_next[24]))[2])
+    )
+    np.testing.assert_allclose(kappa[i], ref, rtol=1e-4)
+    assert kappa[24] == pytest.approx(1.0) and kappa[-1] == schedule.KAPPA_MAX
+    k = {"gamma": 3.0, "tau": 0.2, "tau_schedule": 1.0}
+    _, info = guidance.apply(r, br, k, kappa=float(kappa[i]))
+    _, want = guidance.ccfg(br["uncond"], br["neg"], gamma=3.0, tau=0.2 * float(kappa[i]))
+    np.testing.assert_allclose(info["lam_neg"], want["lam_neg"], rtol=1e-5)
+    _, const = guidance.apply(r, br, {**k, "tau_schedule": 0.0}, kappa=float(kappa[i]))
+    _, plain = guidance.ccfg(br["uncond"], br["neg"], gamma=3.0, tau=0.2)
+    np.testing.assert_allclose(const["lam_neg"], plain["lam_neg"], rtol=1e-6)

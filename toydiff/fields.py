@@ -43,8 +43,12 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
     cfg = dataclasses.replace(config, n=x.shape[0])
     concepts = branch_concepts(cfg, den.mix, cond, jax.random.key(0))
     p_neg = oracle_p_neg(den, cond, x, ab, knobs)
-    eps, branches, info = guided_eps(cfg, den, concepts, knobs, x, t, ab, p_neg)
     ab_next = ab_all[jnp.maximum(t - schedule.T / config.steps, 0).astype(jnp.int32)]
+    kappa = jnp.minimum(
+        schedule.kernel_kappa(ab, ab_next) / schedule.kappa_ref(config.schedule, config.steps),
+        schedule.KAPPA_MAX,
+    )  # the kernel temperature of a step of config.steps from t (CCFG's tau_schedule)
+    eps, branches, info = guided_eps(cfg, den, concepts, knobs, x, t, ab, p_neg, kappa)
     x0_hat = (x - jnp.sqrt(1 - ab) * eps) / jnp.sqrt(ab)
     step = jnp.sqrt(ab_next) * x0_hat + jnp.sqrt(1 - ab_next) * eps - x
     logw = jnp.log(den.mix.weights) + jnp.log1p(-den.mix.membership[cond.neg])

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
+from .schedule import ddpm_kernel
+
 Array = Any  # numpy | jax | torch
 
 
@@ -91,40 +93,84 @@ def ccfg(eps_uncond: Array, eps_neg: Array, *, gamma, tau, eps_pos=None) -> tupl
     return eps, _info(lam_neg, gamma * lam_neg, lam_pos, scale_pos)
 
 
-def dng(eps_uncond: Array, eps_neg: Array, *, gamma, p_neg, eps_pos=None) -> tuple[Array, dict]:
-    """DNG: ε̂ = ε_∅ [+ γΔ_p] − γ p/(1−p) Δ_n, p = p(n | x_t) tracked or exact (Koulischer et al. 2025)."""
-    eps, lam_pos, scale_pos = _positive(eps_uncond, eps_uncond, eps_pos, gamma)
+def dng(
+    eps_uncond: Array, eps_neg: Array, *, gamma, gamma_pos, p_neg, eps_pos=None
+) -> tuple[Array, dict]:
+    """DNG (MATH §3): ε̂ = ε_∅ [+ γ_p Δ_p] − γ_n p/(1−p) Δ_n, p = p(n | x_t) tracked or exact.
+
+    `gamma` is the negative scale γ_n, `gamma_pos` the positive term's own scale (CFG's γ); the
+    reported scales are the coefficients of Δ_n and Δ_p in ε̂ (Koulischer et al. 2025).
+    """
+    eps, lam_pos, scale_pos = _positive(eps_uncond, eps_uncond, eps_pos, gamma_pos)
     lam_neg = p_neg / (1 - p_neg)  # (B,)
     eps = eps - gamma * _per_sample(lam_neg, eps_neg) * (eps_neg - eps_uncond)
     return eps, _info(lam_neg, gamma * lam_neg, lam_pos, scale_pos, p_neg=p_neg)
 
 
 def dng_update(p_neg, x_next, mu_neg, mu_uncond, sigma2, *, temp, offset, p_min, p_max) -> Array:
-    """(B,) DNG's tracked p(n | x_t'): p·exp((−Temp(‖x'−μ_n‖² − ‖x'−μ_∅‖²) + offset)/(2σ²)), clamped."""
+    """(B,) DNG's tracked p(n | x_t'): p·exp((−Temp(‖x'−μ_n‖² − ‖x'−μ_∅‖²) + offset)/(2σ²)), clamped.
+
+    Bayes' rule for one step of a stochastic chain when μ_n, μ_∅ and σ² are the means and the
+    variance of one kernel and Temp = 1, offset = 0 (MATH §3); `dng_track` builds them.
+    """
     xp = array_namespace(x_next)
     z = (-temp * (_sq_norm(x_next - mu_neg) - _sq_norm(x_next - mu_uncond)) + offset) / (2 * sigma2)
     log_p = xp.log(p_neg) + z
     return xp.clip(xp.exp(xp.clip(log_p, -80.0, 0.0)), p_min, p_max)  # clip before exp: no inf
 
 
+def dng_track(
+    p_neg, x, x_next, eps_neg, eps_uncond, ab, ab_next, *, temp, offset, p_min, p_max
+) -> Array:
+    """(B,) p(n | x_t') after the step x_t → x_t' of the stochastic (η = 1) kernel (MATH §3).
+
+    The likelihood ratio N(x'; μ(ε_n), σ̃²) / N(x'; μ(ε_∅), σ̃²) of `ddpm_kernel`'s means and
+    variance: the toy sampler and the image bridge both call this. x_t' must be a draw of that
+    kernel (a deterministic step gives no likelihood to update on).
+    """
+    a, b, var = ddpm_kernel(ab, ab_next)
+    xp = array_namespace(x)
+    var = xp.clip(xp.asarray(var, dtype=xp.float32), 1e-12, None)  # ᾱ' = 1: the last step
+    mean = lambda e: a * x + b * e
+    return dng_update(
+        p_neg,
+        x_next,
+        mean(eps_neg),
+        mean(eps_uncond),
+        var,
+        temp=temp,
+        offset=offset,
+        p_min=p_min,
+        p_max=p_max,
+    )
+
+
 def sd_negative(eps_neg: Array, eps_cond: Array, *, gamma) -> tuple[Array, dict]:
-    """Stable Diffusion's negative prompt: ε̂ = ε_n + γ(ε_p − ε_n), ε_n replacing ε_∅."""
-    scale = gamma * _ones(eps_neg)
-    return eps_neg + gamma * (eps_cond - eps_neg), _info(_ones(eps_neg), scale)
+    """Stable Diffusion's negative prompt: ε̂ = ε_n + γ(ε_p − ε_n) = ε_∅ + γΔ_p − (γ − 1)Δ_n (MATH §3).
+
+    ε_n replaces ε_∅, so the reported scales are the coefficients in ε̂: γ − 1 on Δ_n, γ on Δ_p.
+    """
+    ones = _ones(eps_neg)
+    return eps_neg + gamma * (eps_cond - eps_neg), _info(
+        ones, (gamma - 1) * ones, ones, gamma * ones
+    )
 
 
 def perp_neg(
     eps_uncond: Array, eps_pos: Array, eps_neg: Array, *, gamma, w_neg
 ) -> tuple[Array, dict]:
-    """Perp-Neg: ε̂ = ε_∅ + γ[Δ_p − w_n perp(Δ_n, Δ_p)], perp(a, b) = a − (⟨a,b⟩/‖b‖²) b (Armandpour et al.)."""
+    """Perp-Neg: ε̂ = ε_∅ + γ[Δ_p − w_n perp(Δ_n, Δ_p)], perp(a, b) = a − (⟨a,b⟩/‖b‖²) b (Armandpour et al.).
+
+    Written as ε_∅ + γλ⁺Δ_p − γλ⁻Δ_n: λ⁻ = w_n, λ⁺ = 1 + w_n⟨Δ_n,Δ_p⟩/‖Δ_p‖² (per sample).
+    """
     xp = array_namespace(eps_uncond)
     d_pos, d_neg = eps_pos - eps_uncond, eps_neg - eps_uncond
     dot = xp.sum(d_neg * d_pos, axis=tuple(range(1, d_pos.ndim)))
     coef = dot / xp.clip(_sq_norm(d_pos), 1e-12, None)  # (B,); Δ_p = 0 leaves Δ_n unchanged
     perp = d_neg - _per_sample(coef, d_pos) * d_pos
-    lam_neg = w_neg * _ones(d_neg)
+    lam_neg, lam_pos = w_neg * _ones(d_neg), 1 + w_neg * coef  # ε̂ = ε_∅ + γλ⁺Δ_p − γλ⁻Δ_n
     return eps_uncond + gamma * (d_pos - w_neg * perp), _info(
-        lam_neg, gamma * lam_neg, _ones(d_pos), gamma * _ones(d_pos)
+        lam_neg, gamma * lam_neg, lam_pos, gamma * lam_pos
     )
 
 
@@ -166,6 +212,18 @@ class Param(NamedTuple):
     hi: float
     log: bool = False  # slider on a log scale
     help: str = ""
+    choices: tuple[str, ...] = ()  # a choice knob: scenes hold the name, the rule its index (float)
+
+    def index(self, name: str) -> float:
+        """The traced value of a choice knob's name; ValueError lists the valid names."""
+        if name not in self.choices:
+            raise ValueError(f"{name!r} is not one of {', '.join(self.choices)}")
+        return float(self.choices.index(name))
+
+
+def choice(names: tuple[str, ...], help: str) -> Param:
+    """A knob with named values (the first the default), traced as its index."""
+    return Param(0.0, 0.0, float(len(names) - 1), help=help, choices=names)
 
 
 class Rule(NamedTuple):
@@ -176,8 +234,10 @@ class Rule(NamedTuple):
     params: dict[str, Param]
     optional_pos: bool = False  # takes eps_pos= when a positive concept is given
     state: str | None = None  # "tracked" | "oracle": DNG's p(n | x_t), carried by the sampler
-    state_params: dict[str, Param] = {}  # knobs of the state, not of fn
+    state_params: dict[str, Param] = {}  # knobs of the state or of step_knobs, not of fn
     weak: str = "weak"  # model of the 'weak' branch: weak (shipped weak net | δ-blur), sims, skip
+    eta: float | None = None  # the η its state needs, whatever the scene's (tracked DNG: 1)
+    step_knobs: Callable | None = None  # (knobs, κ_t/κ_ref) -> the knobs of one step (MATH §3.1)
 
     @property
     def all_params(self) -> dict[str, Param]:
@@ -189,20 +249,45 @@ def _gamma(default):
     return Param(default, 0.0, 20.0, help="guidance scale γ")
 
 
-_DNG_GAMMA = {"gamma": Param(5.0, 0.0, 20.0, help="negative guidance scale γ_n")}
-# Toy defaults: Temp = 1 and no offset make the update Bayes' rule for DDPM steps, and the prior is
-# about one concept in three. The official CIFAR-10 values are prior 0.01, Temp 0.2, offset 2e-4.
+_DNG_GAMMA = {
+    "gamma": Param(5.0, 0.0, 20.0, help="negative guidance scale γ_n"),
+    "gamma_pos": Param(
+        3.0, 0.0, 20.0, help="scale γ of the positive term (CFG's; with a positive concept)"
+    ),
+}
+# Toy defaults: Temp = 1 and no offset make the update Bayes' rule for the stochastic (η = 1) kernel,
+# and the prior is about one concept in three. The official values (prior 0.01, Temp 0.2, offset
+# 2e-4) were tuned for 1000 DDPM steps on 3072-dimensional CIFAR-10 images, not for 2D.
+_OFFICIAL = "official 1000-step CIFAR-10 value"
 _DNG_STATE = {
     "prior": Param(
-        0.3, 1e-4, 0.5, True, "p_T: prior probability of the negative concept (official 0.01)"
+        0.3, 1e-4, 0.5, True, f"p_T: prior probability of the negative concept ({_OFFICIAL} 0.01)"
     ),
-    "temp": Param(1.0, 1e-3, 10.0, True, "Temp: sharpness of the posterior update (official 0.2)"),
+    "temp": Param(
+        1.0, 1e-3, 10.0, True, f"Temp: sharpness of the update; 1 is Bayes' rule ({_OFFICIAL} 0.2)"
+    ),
     "offset": Param(
-        0.0, -1.0, 1.0, help="offset added to the log-posterior update (official 2e-4)"
+        0.0,
+        -1.0,
+        1.0,
+        help=f"offset of the log-posterior update; 0 is Bayes' rule ({_OFFICIAL} 2e-4)",
     ),
     "p_min": Param(1e-6, 1e-8, 1e-2, True, "lower clamp of the tracked posterior"),
     "p_max": Param(0.8, 0.5, 0.999, help="upper clamp of the tracked posterior"),
 }
+
+_TAU_SCHEDULE = choice(
+    ("constant", "kernel"),
+    "τ over the steps: constant, or τ·κ_t/κ_ref with the reverse kernel's temperature "
+    "κ_t = b_t²/(2σ̃_t²) (derived in toydiff's MATH §3.1 from the NCE loss, not from the paper)",
+)
+
+
+def _kernel_tau(knobs: dict, kappa) -> dict:
+    """CCFG's knobs at one step: τ_t = τ·κ_t/κ_ref when tau_schedule is 'kernel' (MATH §3.1)."""
+    kernel = knobs.get("tau_schedule", 0.0)  # 0 constant (the default), 1 kernel; traced
+    return {**knobs, "tau": knobs["tau"] * (1 + kernel * (kappa - 1))}
+
 
 RULES: dict[str, Rule] = {
     r.name: r
@@ -220,6 +305,8 @@ RULES: dict[str, Rule] = {
                 "tau": Param(0.5, 1e-3, 10.0, True, "temperature τ of λ = 2σ(∓τ‖Δ‖²)"),
             },
             True,
+            state_params={"tau_schedule": _TAU_SCHEDULE},
+            step_knobs=_kernel_tau,
         ),
         Rule(
             "dng",
@@ -230,6 +317,7 @@ RULES: dict[str, Rule] = {
             True,
             "tracked",
             _DNG_STATE,
+            eta=1.0,
         ),
         Rule(
             "dng_oracle",
@@ -306,8 +394,15 @@ def needs_negative(r: Rule) -> bool:
     return "neg" in r.branches
 
 
-def apply(r: Rule, branches: dict[str, Array], knobs: dict, p_neg=None) -> tuple[Array, dict]:
-    """(eps, info) of rule r on named branch outputs; knobs must hold r.params (extras ignored)."""
+def apply(
+    r: Rule, branches: dict[str, Array], knobs: dict, p_neg=None, kappa=1.0
+) -> tuple[Array, dict]:
+    """(eps, info) of rule r on named branch outputs; knobs must hold r.all_params (extras ignored).
+
+    kappa: the step's kernel temperature κ_t/κ_ref (schedule.kernel_temperature), for step_knobs.
+    """
+    if r.step_knobs is not None:
+        knobs = r.step_knobs(knobs, kappa)
     kwargs = {k: knobs[k] for k in r.params}
     if r.optional_pos and "pos" in branches:
         kwargs["eps_pos"] = branches["pos"]

@@ -32,6 +32,8 @@ class SamplerConfig:
         names = [self._resolve(b) for b in r.branches]
         if r.optional_pos and self.has_pos:
             names.append("pos")
+        if "neg" in names:
+            names.append("uncond")  # Δ_n = ε_n − ε_∅ of every rule with a negative term (push_neg)
         return tuple(dict.fromkeys([*names, self.unguided]))
 
     @property
@@ -59,6 +61,13 @@ class Result(NamedTuple):
     info: dict  # name -> (S, N) per-step diagnostics
 
 
+def effective_eta(rule: str, eta: float) -> float:
+    """The η a run uses: the scene's, or the one the rule's state needs (tracked DNG filters a
+    stochastic chain: η = 1, MATH §3)."""
+    required = guidance.rule(rule).eta
+    return float(eta if required is None else required)
+
+
 def default_knobs(rule: str, **overrides) -> dict[str, float]:
     """Every traced knob as a Python float: the rule's defaults, η = 0, interval [0, T], then overrides."""
     knobs = {k: p.default for k, p in guidance.rule(rule).all_params.items()}
@@ -81,14 +90,17 @@ def branch_concepts(config: SamplerConfig, mix, cond: Cond, key: jax.Array) -> j
     return jnp.stack([ids[b] for b in config.branches])
 
 
-def guided_eps(config: SamplerConfig, den: Denoiser, concepts, knobs, x, t, alpha_bar, p_neg):
-    """(ε̂, branches, info): the rule applied to every branch at x_t, inside the guidance interval."""
+def guided_eps(
+    config: SamplerConfig, den: Denoiser, concepts, knobs, x, t, alpha_bar, p_neg, kappa=1.0
+):
+    """(ε̂, branches, info): the rule applied to every branch at x_t, inside the guidance interval;
+    kappa is the step's kernel temperature κ_t/κ_ref (schedule.kernel_temperature)."""
     r = guidance.rule(config.rule)
     models = tuple(BRANCH_MODELS[b] for b in config.branches)
     eps_all = eval_branches(den, models, x, t, alpha_bar, concepts)  # (B, N, 2)
     branches = dict(zip(config.branches, eps_all))
     branches.update({b: branches[config._resolve(b)] for b in r.branches})
-    eps, info = guidance.apply(r, branches, knobs, p_neg)
+    eps, info = guidance.apply(r, branches, knobs, p_neg, kappa)
     unguided = branches[config.unguided]
     eps = guidance.interval(eps, unguided, t, t_lo=knobs["t_lo"], t_hi=knobs["t_hi"])
     info["guidance_norm"] = jnp.sqrt(jnp.sum((eps - unguided) ** 2, -1))
@@ -114,37 +126,61 @@ def _ddim(x, eps, ab, ab_next, sigma, z):
     )
 
 
+def ddim_eps_coef(ab, ab_next, sigma):
+    """b_t, the coefficient of ε̂ in the DDIM update: √(1−ᾱ'−σ²) − √(ᾱ'/ᾱ)·√(1−ᾱ) (MATH §3.1)."""
+    return jnp.sqrt(jnp.maximum(1 - ab_next - sigma**2, 0.0)) - jnp.sqrt(ab_next / ab) * jnp.sqrt(
+        1 - ab
+    )
+
+
+def push_neg(info: dict, b, inside) -> jax.Array | None:
+    """(N,) the displacement of x_t that the negative term causes in one step, |b_t|·|γλ⁻|·‖Δ_n‖
+    (MATH §3.1), 0 outside the guidance interval; None for a rule without a negative term."""
+    if "scale_neg" not in info or "d_neg_sq" not in info:
+        return None
+    return jnp.abs(b) * jnp.abs(info["scale_neg"]) * jnp.sqrt(info["d_neg_sq"]) * inside
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, knobs: dict) -> Result:
-    """Samples config.n points with the guided rule; the same key gives the same x_T and noises."""
+    """Samples config.n points with the guided rule; the same key gives the same x_T and noises.
+
+    A rule whose state needs a stochastic chain (Rule.eta) runs with that η (effective_eta).
+    """
     init_key, rand_key, noise_key = jax.random.split(key, 3)
-    state = guidance.rule(config.rule).state
+    r = guidance.rule(config.rule)
+    eta = knobs["eta"] if r.eta is None else r.eta
     concepts = branch_concepts(config, den.mix, cond, rand_key)
     ts, ab_t, ab_next = schedule.step_alpha_bars(config.schedule, config.steps)
+    kappas = schedule.kernel_temperature(config.schedule, config.steps)
     x_T = jax.random.normal(init_key, (config.n, 2))
 
     def step(carry: SampleCarry, inputs):
-        i, t, ab, ab_n = inputs
-        p_neg = oracle_p_neg(den, cond, carry.x, ab, knobs) if state == "oracle" else carry.p_neg
-        eps, branches, info = guided_eps(config, den, concepts, knobs, carry.x, t, ab, p_neg)
-        sigma = schedule.ddim_sigma(ab, ab_n, knobs["eta"])
+        i, t, ab, ab_n, kappa = inputs
+        p_neg = oracle_p_neg(den, cond, carry.x, ab, knobs) if r.state == "oracle" else carry.p_neg
+        eps, branches, info = guided_eps(config, den, concepts, knobs, carry.x, t, ab, p_neg, kappa)
+        sigma = schedule.ddim_sigma(ab, ab_n, eta)
         z = jax.random.normal(jax.random.fold_in(noise_key, i), carry.x.shape)
         x_next = _ddim(carry.x, eps, ab, ab_n, sigma, z)
-        if state == "tracked":  # DNG: likelihood ratio of the step under ε_n versus ε_∅
-            mean = lambda e: _ddim(carry.x, e, ab, ab_n, sigma, 0.0)
-            sigma2 = jnp.maximum(schedule.ddim_sigma(ab, ab_n, 1.0) ** 2, 1e-12)
-            p_neg = guidance.dng_update(
+        inside = (t >= knobs["t_lo"]) & (t <= knobs["t_hi"])
+        push = push_neg(info, ddim_eps_coef(ab, ab_n, sigma), inside)
+        if push is not None:
+            info["push_neg"] = push
+        if r.state == "tracked":  # DNG: Bayes' rule for the step of the stochastic kernel
+            p_neg = guidance.dng_track(
                 p_neg,
+                carry.x,
                 x_next,
-                mean(branches["neg"]),
-                mean(branches["uncond"]),
-                sigma2,
+                branches["neg"],
+                branches["uncond"],
+                ab,
+                ab_n,
                 **{k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")},
             )
         return SampleCarry(x_next, p_neg), (x_next, info)
 
     carry = SampleCarry(x_T, jnp.full(config.n, knobs.get("prior", 0.0), jnp.float32))
-    inputs = (jnp.arange(config.steps), jnp.asarray(ts, jnp.float32), ab_t, ab_next)
+    inputs = (jnp.arange(config.steps), jnp.asarray(ts, jnp.float32), ab_t, ab_next, kappas)
     carry, (xs, info) = jax.lax.scan(step, carry, inputs)
     return Result(carry.x, jnp.concatenate([x_T[None], xs]), info)
 

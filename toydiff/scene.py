@@ -27,6 +27,7 @@ _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
 }
 _INTS = ("steps", "n", "seed")
 _RULE_PARAMS = {k: p for r in guidance.RULES.values() for k, p in r.all_params.items()}
+_CHOICES = {k: p for k, p in _RULE_PARAMS.items() if p.choices}  # named knobs: strings in a scene
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Scene:
     method: str = "ccfg"
     gamma: float = 3.0
     tau: float = 0.5
+    gamma_pos: float = _RULE_PARAMS["gamma_pos"].default  # DNG's positive scale
+    tau_schedule: str = _RULE_PARAMS["tau_schedule"].choices[0]  # CCFG: constant | kernel
     w_neg: float = _RULE_PARAMS["w_neg"].default
     prior: float = _RULE_PARAMS["prior"].default
     temp: float = _RULE_PARAMS["temp"].default
@@ -116,9 +119,14 @@ class Scene:
         if self.weak is not None and self.weak not in WEAK_MODELS:
             raise ValueError(f"weak: {self.weak!r} is not one of {', '.join(WEAK_MODELS)}")
         alpha_bars(self.schedule)
+        for key, param in _CHOICES.items():
+            if getattr(self, key) not in param.choices:
+                raise ValueError(
+                    f"{key}: {getattr(self, key)!r} is not one of {', '.join(param.choices)}"
+                )
         for key, (lo, hi) in {
             **_LIMITS,
-            **{k: (p.lo, p.hi) for k, p in _RULE_PARAMS.items()},
+            **{k: (p.lo, p.hi) for k, p in _RULE_PARAMS.items() if not p.choices},
         }.items():
             value = getattr(self, key)
             if not lo <= value <= hi:
@@ -161,8 +169,13 @@ class Scene:
             eta=self.eta,
             t_lo=self.t_lo,
             t_hi=self.t_hi,
-            **{k: getattr(self, k) for k in rule.all_params},
+            **{k: self.knob(k) for k in rule.all_params},
         )
+
+    def knob(self, name: str) -> float:
+        """A rule parameter's traced value: the number, or a choice knob's index."""
+        value = getattr(self, name)
+        return _CHOICES[name].index(value) if name in _CHOICES else value
 
     def cond(self, mix: Mixture) -> sampler.Cond:
         """Concept indices (positive, negative); an absent concept becomes 0 and is never read."""
@@ -182,7 +195,7 @@ def _coerce(key: str, value):
         return value
     if key in ("preset", "positive", "negative", "weak") and value is None:
         return None
-    if key in ("preset", "positive", "negative", "method", "score", "schedule", "weak"):
+    if key in ("preset", "positive", "negative", "method", "score", "schedule", "weak", *_CHOICES):
         return _str(key, value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key}: expected a number, got {value!r}")
@@ -238,4 +251,6 @@ def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Re
         scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix), scene.knobs()
     )
     threshold = metrics.preset_threshold(scene.preset) if scene.preset else None
-    return result, metrics.evaluate(mix, result.x0, scene.positive, scene.negative, threshold)
+    out = metrics.evaluate(mix, result.x0, scene.positive, scene.negative, threshold)
+    out["eta_used"] = sampler.effective_eta(scene.method, scene.eta)  # tracked DNG: 1
+    return result, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from array_api_compat import array_namespace
 
 T = 1000  # training steps
 SCHEDULES = ("linear", "cosine")
@@ -43,3 +44,43 @@ def ddim_sigma(ab_t, ab_next, eta):
     return (
         eta * jnp.sqrt((1 - ab_next) / (1 - ab_t)) * jnp.sqrt(jnp.maximum(1 - ab_t / ab_next, 0.0))
     )
+
+
+def ddpm_kernel(ab, ab_next):
+    """(a, b, σ̃²) of the stochastic (η = 1) reverse kernel N(a·x_t + b·ε, σ̃² I) from t to t' (MATH §1, §3.1).
+
+    σ̃² = (1−ᾱ')/(1−ᾱ)·(1 − ᾱ/ᾱ'), a = √(ᾱ'/ᾱ), b = √(1−ᾱ'−σ̃²) − a√(1−ᾱ); ᾱ' = 1 gives σ̃² = 0.
+    Works on Python, numpy, JAX and torch scalars.
+    """
+    xp = array_namespace(ab) if hasattr(ab, "dtype") else None
+    sqrt = xp.sqrt if xp is not None else (lambda v: v**0.5)
+    var = (1 - ab_next) / (1 - ab) * (1 - ab / ab_next)
+    var = var * (var > 0)  # rounding can give −1e-9 at ᾱ' ≈ ᾱ
+    a = sqrt(ab_next / ab)
+    rest = 1 - ab_next - var
+    return a, sqrt(rest * (rest > 0)) - a * sqrt(1 - ab), var
+
+
+KAPPA_MAX = 1e6  # κ_t/κ_ref at the last step (σ̃² = 0: κ = ∞) and wherever the ratio is huge
+
+
+def kernel_kappa(ab, ab_next):
+    """κ_t = b_t²/(2σ̃_t²), the temperature of the stochastic kernel's log-ratio in ε (MATH §3.1)."""
+    _, b, var = ddpm_kernel(ab, ab_next)
+    return b**2 / (2 * var + 1e-30)
+
+
+def kappa_ref(kind: str, steps: int) -> float:
+    """κ_ref: κ of the middle sampling step (index (steps − 1)//2, never the last; MATH §3.1)."""
+    _, ab_t, ab_next = step_alpha_bars(kind, max(steps, 2))
+    i = (max(steps, 2) - 1) // 2
+    return float(kernel_kappa(np.float64(ab_t[i]), np.float64(ab_next[i])))
+
+
+def kernel_temperature(kind: str, steps: int) -> np.ndarray:
+    """(steps,) float32 κ_t/κ_ref per sampling step, capped at KAPPA_MAX; 1 for a single step."""
+    _, ab_t, ab_next = step_alpha_bars(kind, steps)
+    if steps == 1:
+        return np.ones(1, np.float32)
+    kappa = kernel_kappa(ab_t.astype(np.float64), ab_next.astype(np.float64))
+    return np.minimum(kappa / kappa_ref(kind, steps), KAPPA_MAX).astype(np.float32)

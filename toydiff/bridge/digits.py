@@ -402,7 +402,8 @@ def sample(
     batch: int = 1000,
     hook=None,
 ) -> tuple[torch.Tensor, dict]:
-    """(images (n,1,8,8) clamped to [−1,1], per-step info) from bridge.loop.sample with DDIM(η=0).
+    """(images (n,1,8,8) clamped to [−1,1], per-step info) from bridge.loop.sample with DDIM(η=0)
+    (η = 1 for tracked DNG, whose posterior filters a stochastic chain).
 
     neg: a class, or an (n,) array of classes (one per sample); pos: NULL (unguided) or a class.
     """
@@ -417,7 +418,16 @@ def sample(
         sched.set_timesteps(steps)
         sl = slice(i, i + batch)
         fn = eps_fn(unet, pos_all[sl], None if neg_all is None else neg_all[sl])
-        res = loop.sample(fn, sched, noise[sl], sched.timesteps, rule, knobs, hook=hook)
+        res = loop.sample(
+            fn,
+            sched,
+            noise[sl],
+            sched.timesteps,
+            rule,
+            knobs,
+            step_kwargs={"generator": g},
+            hook=hook,
+        )  # the generator draws the noise of stochastic steps (tracked DNG runs η = 1)
         images.append(res.latents.clamp(-1, 1))
         infos.append(res.info)
     info = {

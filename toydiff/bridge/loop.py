@@ -8,13 +8,14 @@ it in `sd.py`; a class-conditional `UNet2DModel` needs only `labels = [null]*B +
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .. import guidance
+from .. import guidance, schedule
 
 BRANCHES = ("uncond", "pos", "neg")  # order of the three branches in the batched forward
 EpsFn = Callable[[torch.Tensor, torch.Tensor], dict]
@@ -44,34 +45,16 @@ def default_knobs(name: str, **overrides) -> dict[str, float]:
     return {k: float(v) for k, v in knobs.items()}
 
 
-def guide(r: guidance.Rule, branches: dict, knobs: dict, p_neg=None) -> tuple[torch.Tensor, dict]:
+def guide(
+    r: guidance.Rule, branches: dict, knobs: dict, p_neg=None, kappa=1.0
+) -> tuple[torch.Tensor, dict]:
     """(ε̂, info): rule r on the branches ("cond" = the positive prompt) plus ‖Δ_n‖², ‖Δ_p‖², ‖ε̂ − ε_p‖."""
-    eps, info = guidance.apply(r, {**branches, "cond": branches["pos"]}, knobs, p_neg)
+    eps, info = guidance.apply(r, {**branches, "cond": branches["pos"]}, knobs, p_neg, kappa)
     sq = guidance._sq_norm  # float32 even for float16 branches
     info["d_neg_sq"] = sq(branches["neg"] - branches["uncond"])  # (B,)
     info["d_pos_sq"] = sq(branches["pos"] - branches["uncond"])  # (B,)
     info["guidance_norm"] = torch.sqrt(sq(eps - branches["pos"]))  # (B,) distance from plain ε_p
     return eps, info
-
-
-def _ddim_mean(x, eps, ab, ab_next):
-    """Deterministic DDIM(η=0) step from x_t under ε: √ᾱ' x̂0 + √(1−ᾱ') ε (MATH §1)."""
-    x0_hat = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-    return ab_next.sqrt() * x0_hat + (1 - ab_next).sqrt() * eps
-
-
-def dng_step(p_neg, x_t, eps, branches, ab, ab_next, knobs) -> torch.Tensor:
-    """(B,) DNG's p(n | x_t') after one step, as the toy sampler at η = 0 tracks it (float32)."""
-    # DDIM means from the scheduler's ᾱ, whatever scheduler moves the latents: x_t cancels out of
-    # ‖x'−μ_n‖² − ‖x'−μ_∅‖², so p_t is the same for DDIM, Euler or PNDM given the same branches.
-    mean = lambda e: _ddim_mean(x_t.float(), e.float(), ab, ab_next)
-    sigma2 = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(
-        min=1e-12
-    )  # DDPM reverse variance
-    state = {k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")}
-    return guidance.dng_update(
-        p_neg, mean(eps), mean(branches["neg"]), mean(branches["uncond"]), sigma2, **state
-    )
 
 
 def _alpha_bars(scheduler, timesteps, i):
@@ -82,6 +65,17 @@ def _alpha_bars(scheduler, timesteps, i):
         abs_[int(timesteps[i + 1])] if i + 1 < len(timesteps) else torch.ones((), dtype=abs_.dtype)
     )
     return ab, ab_next
+
+
+def _step_kwargs(r: guidance.Rule, scheduler, step_kwargs: dict | None) -> dict:
+    """The scheduler's step arguments, with the η the rule's state needs (tracked DNG: the DDPM
+    kernel, η = 1) where the scheduler takes one (DDIM); DDPM schedulers are that kernel already."""
+    kwargs = dict(step_kwargs or {})
+    params = inspect.signature(scheduler.step).parameters
+    takes = "eta" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    if r.eta is not None and takes:
+        kwargs["eta"] = r.eta
+    return kwargs
 
 
 @torch.no_grad()
@@ -96,24 +90,45 @@ def sample(
     step_kwargs=None,
     hook: Hook | None = None,
 ) -> LoopResult:
-    """Denoises latents with the guided rule; DNG's p_t rides along like the toy sampler's carry."""
+    """Denoises latents with the guided rule; DNG's p_t rides along like the toy sampler's carry,
+    updated by the same `guidance.dng_track` on the steps of the stochastic kernel (η = 1)."""
     r = bridge_rule(rule)
     p_neg = torch.full(
         latents.shape[:1], knobs.get("prior", 0.0), dtype=torch.float32, device=latents.device
     )
+    step_kwargs = _step_kwargs(r, scheduler, step_kwargs)
+    ref = None
     rows = []
     for i, t in enumerate(timesteps):
+        ab, ab_next = _alpha_bars(scheduler, timesteps, i)
+        if ref is None:  # κ_ref: the middle step's kernel temperature (MATH §3.1)
+            mid = (max(len(timesteps), 2) - 1) // 2
+            ref = schedule.kernel_kappa(*(float(a) for a in _alpha_bars(scheduler, timesteps, mid)))
+        kappa = min(
+            float(schedule.kernel_kappa(float(ab), float(ab_next))) / ref, schedule.KAPPA_MAX
+        )
         x_in = scheduler.scale_model_input(latents, t)  # the VP x_t for Euler-type schedulers too
         branches = eps_fn(x_in, t)
-        eps, info = guide(r, branches, knobs, p_neg)
+        eps, info = guide(r, branches, knobs, p_neg, kappa)
         if hook is not None:
             hook(i, t, branches, eps, info)
-        latents = scheduler.step(eps, t, latents, **(step_kwargs or {}), return_dict=False)[0]
-        if r.state == "tracked":
-            ab, ab_next = (
-                a.to(latents.device, torch.float32) for a in _alpha_bars(scheduler, timesteps, i)
+        latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+        if r.state == "tracked":  # the toy sampler's update, on the VP x_t and x_t'
+            x_next = (
+                scheduler.scale_model_input(latents, timesteps[i + 1])
+                if i + 1 < len(timesteps)
+                else latents
             )
-            p_neg = dng_step(p_neg, x_in, eps, branches, ab, ab_next, knobs)
+            p_neg = guidance.dng_track(
+                p_neg,
+                x_in.float(),
+                x_next.float(),
+                branches["neg"].float(),
+                branches["uncond"].float(),
+                ab.to(latents.device, torch.float32),
+                ab_next.to(latents.device, torch.float32),
+                **{k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")},
+            )
         rows.append(info)
     return LoopResult(latents, stack_info(rows, timesteps))
 
