@@ -33,7 +33,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import numpy as np  # noqa: E402
 
 import toydiff  # noqa: E402
-from toydiff import checkpoint, fields, guidance, mixtures, schedule  # noqa: E402
+from toydiff import checkpoint, fields, guidance, mixtures, sampler, schedule  # noqa: E402
 from toydiff import scene as scene_mod  # noqa: E402
 from toydiff import scenes as scenes_mod  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
@@ -61,7 +61,9 @@ SIDES = {  # the view on open: same seeds, nCFG left, CCFG right, at settings wh
 }
 SYMBOLS = {
     "gamma": "γ",
+    "gamma_pos": "γ_p",
     "tau": "τ",
+    "tau_schedule": "τ schedule",
     "w_neg": "w⁻",
     "prior": "p_T",
     "temp": "Temp",
@@ -387,9 +389,9 @@ def rule_ui(side: str, box) -> dict:
     spec = {"method": method}
     for name, param in rule.all_params.items():
         default = (
-            SIDES[side].get(name, param.default)
+            SIDES[side].get(name, param.initial)
             if method == SIDES[side]["method"]
-            else param.default
+            else param.initial
         )
         spec[name] = param_ui(box, f"{side}.{method}.{name}", name, param, default)
     key = f"{side}.{method}.interval"
@@ -409,6 +411,14 @@ def rule_ui(side: str, box) -> dict:
 def param_ui(box, key: str, name: str, param: guidance.Param, default: float) -> float:
     """A slider for one rule parameter: log-spaced values for γ and log parameters, else linear."""
     label = f"{SYMBOLS.get(name, name)} ({name})"
+    if param.choices:
+        return box.selectbox(
+            label,
+            param.choices,
+            key=key,
+            **state.widget_kwargs(key, index=param.choices.index(default)),
+            help=param.help,
+        )
     current = float(
         st.session_state.get(key, default)
     )  # a link or a sweep click may hold any value
@@ -458,10 +468,22 @@ def make_scene(common: dict, spec: dict) -> Scene | tuple[str, str]:
 def title_of(scene: Scene) -> str:
     """Rule label and its parameter values, e.g. 'Negated CFG  γ = 2'."""
     rule = guidance.rule(scene.method)
-    params = ", ".join(f"{SYMBOLS.get(k, k)} = {getattr(scene, k):g}" for k in rule.params)
+    shown = [
+        f"{SYMBOLS.get(k, k)} = {getattr(scene, k):g}"
+        for k, p in rule.params.items()
+        if not p.pos_only or scene.positive is not None
+    ]
+    shown += [
+        f"{SYMBOLS.get(k, k)}: {getattr(scene, k)}"
+        for k, p in rule.state_params.items()
+        if p.choices and getattr(scene, k) != p.initial
+    ]
     if (scene.t_lo, scene.t_hi) != (0.0, float(schedule.T)):
-        params += f", t ∈ [{scene.t_lo:g}, {scene.t_hi:g}]"
-    return f"<b>{rule.label}</b>  {params}"
+        shown.append(f"t ∈ [{scene.t_lo:g}, {scene.t_hi:g}]")
+    eta = sampler.effective_eta(scene.method, scene.eta)
+    if eta != scene.eta:
+        shown.append(f"η = {eta:g} (its posterior filters a stochastic chain)")
+    return f"<b>{rule.label}</b>  {', '.join(shown)}"
 
 
 def columns_for(scenes: dict, messages: bool = False) -> dict:
@@ -521,7 +543,7 @@ def trajectories_view(scenes: dict, runs: dict, net: str | None, present: bool =
 
         draw(col, "traj", side, scene, net, figure, lim, trails, present)
         col.caption(
-            f"{len(run['labels'])} samples, {scene.steps} steps, η = {scene.eta:g}; "
+            f"{len(run['labels'])} samples, {scene.steps} steps, η = {sampler.effective_eta(scene.method, scene.eta):g}; "
             f"{run['diverged']} diverged, {off} outside the view."
         )
 
@@ -538,7 +560,8 @@ def metrics_view(scenes: dict, net: str | None = None):
         st.markdown(plots.metrics_table(names, values))
         st.caption(
             "Exact densities of the mixture; ✓ marks the better column. Energy distance: to exact "
-            "samples of the ideal target p(x | p, ¬n), the baseline is two exact sample sets."
+            "samples of the ideal target p(x | p, ¬n), unbiased (it can be slightly negative); the "
+            "baseline is its mean ± sd over pairs of independent exact sample sets of that size."
         )
 
 
@@ -629,7 +652,10 @@ def weights_view(scenes: dict, runs: dict, net: str | None):
         draw(col, "weights", side, scene, net, make)
     st.caption(
         "Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ "
-        "drops to 0 once a sample no longer resembles the negative concept."
+        "drops once a sample no longer resembles the negative concept, and rises again in the "
+        "last steps, where Δ_n carries √(1−ᾱ_t) → 0: the bottom panel, the push |b_t|·γλ⁻‖Δ_n‖ "
+        "that the negative term gives x_t in each step, shows how much that late weight moves "
+        "the samples. DNG's panel draws the posterior it used beside the exact one (dotted)."
     )
 
 

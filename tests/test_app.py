@@ -172,11 +172,15 @@ def test_every_rule_renders_or_explains(name):
         _ok(at)
     assert not at.error and "traj.left" in _charts(at)
     for pname, param in RULES[name].all_params.items():  # every generated parameter widget works
-        widget = (
-            at.select_slider(key=f"left.{name}.{pname}")
-            if param.log or pname == "gamma"
-            else at.slider(key=f"left.{name}.{pname}")
-        )
+        key = f"left.{name}.{pname}"
+        if param.choices:  # a choice knob: a selectbox of its names, the last one set
+            widget = at.selectbox(key=key)
+            assert widget.help and tuple(widget.options) == param.choices
+            widget.set_value(param.choices[-1]).run()
+            _ok(at)
+            assert not at.error, (pname, [e.value for e in at.error])
+            continue
+        widget = at.select_slider(key=key) if param.log or pname == "gamma" else at.slider(key=key)
         assert widget.help
         widget.set_value(float(param.hi)).run()
         _ok(at)

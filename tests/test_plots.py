@@ -160,3 +160,39 @@ def test_the_apps_plotly_bundle_is_the_plotly_packages_version():
     assert version.search(theirs[:200]).group(1).decode() == chart.PLOTLY_JS
     assert version.search(ours[:200]).group(1).decode() == chart.PLOTLY_JS
     assert len(ours) < len(theirs) / 2  # only the trace types toydiff draws
+
+
+def test_weights_view_puts_push_below_scales_and_the_exact_posterior_beside_the_used_one():
+    """The three panels: λ and posteriors (y), γλ (y2), the push |b_t|·γλ⁻‖Δ_n‖ (y3); the stats of a
+    real DNG run give the posterior it used and the exact one at the same x_t (issue 'Truth first')."""
+    import toydiff
+    from toydiff.scene import exact_p_neg
+
+    scene = toydiff.Scene.from_dict(
+        {"preset": "three_blobs", "method": "dng", "steps": 20, "n": 300}
+    )
+    res, m = toydiff.run(scene)
+    used, truth = np.asarray(res.info["p_neg"]), exact_p_neg(scene, scene.build_mixture(), res)
+    assert used.shape == truth.shape == (20, 300)
+    np.testing.assert_allclose(m["p_neg_error"], np.abs(used - truth).mean(), rtol=1e-5)
+    series = {
+        k: (v.mean(1), v.min(1), v.max(1))
+        for k, v in {
+            "lam_neg": np.asarray(res.info["lam_neg"]),
+            "p_neg": used,
+            "p_exact": truth,
+            "scale_neg": np.asarray(res.info["scale_neg"]),
+            "push_neg": np.asarray(res.info["push_neg"]),
+        }.items()
+    }
+    spec = plots.weights_spec(np.arange(20.0), series, "t")
+    axis = {d["name"]: d["yaxis"] for d in spec["data"] if "name" in d}
+    assert axis[plots.WEIGHT_LABELS["p_exact"]] == axis[plots.WEIGHT_LABELS["p_neg"]] == "y"
+    assert (
+        axis[plots.WEIGHT_LABELS["scale_neg"]] == "y2"
+        and axis[plots.WEIGHT_LABELS["push_neg"]] == "y3"
+    )
+    domains = [spec["layout"][k]["domain"] for k in ("yaxis", "yaxis2", "yaxis3")]
+    assert all(
+        a[0] > b[1] for a, b in zip(domains, domains[1:])
+    )  # stacked top to bottom, no overlap

@@ -213,6 +213,12 @@ class Param(NamedTuple):
     log: bool = False  # slider on a log scale
     help: str = ""
     choices: tuple[str, ...] = ()  # a choice knob: scenes hold the name, the rule its index (float)
+    pos_only: bool = False  # used only with a positive concept
+
+    @property
+    def initial(self) -> float | str:
+        """The default as a scene holds it: a choice knob's name, else the number."""
+        return self.choices[int(self.default)] if self.choices else self.default
 
     def index(self, name: str) -> float:
         """The traced value of a choice knob's name; ValueError lists the valid names."""

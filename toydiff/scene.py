@@ -8,8 +8,10 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from . import denoisers, guidance, metrics, mixtures, sampler
+from . import denoisers, exact, guidance, metrics, mixtures, sampler, schedule
 from .mixtures import Mixture
 from .schedule import T, alpha_bars
 
@@ -40,7 +42,7 @@ class Scene:
     gamma: float = 3.0
     tau: float = 0.5
     gamma_pos: float = _RULE_PARAMS["gamma_pos"].default  # DNG's positive scale
-    tau_schedule: str = _RULE_PARAMS["tau_schedule"].choices[0]  # CCFG: constant | kernel
+    tau_schedule: str = _RULE_PARAMS["tau_schedule"].initial  # CCFG: constant | kernel
     w_neg: float = _RULE_PARAMS["w_neg"].default
     prior: float = _RULE_PARAMS["prior"].default
     temp: float = _RULE_PARAMS["temp"].default
@@ -243,8 +245,20 @@ def denoiser(scene: Scene, mix: Mixture) -> denoisers.Denoiser:
     )
 
 
+def exact_p_neg(scene: Scene, mix: Mixture, result: sampler.Result) -> np.ndarray:
+    """(steps, N) the exact p(n | x_t) at the x_t of each step of the run (Result.traj[:-1])."""
+    _, ab, _ = schedule.step_alpha_bars(scene.schedule, scene.steps)
+    neg = mix.concept_index(scene.negative)
+    post = jax.vmap(lambda x, a: exact.posteriors(mix, x, a)[:, neg])
+    return np.asarray(post(jnp.nan_to_num(result.traj[:-1]), jnp.asarray(ab)))
+
+
 def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Result, dict]:
-    """Samples the scene and evaluates its metrics: (Result, metrics dict)."""
+    """Samples the scene and evaluates its metrics: (Result, metrics dict).
+
+    Besides metrics.evaluate: `eta_used` (the η the rule ran, tracked DNG 1) and, for rules that
+    weight by a posterior, `p_neg_error`: the mean |p_used − exact p(n | x_t)| over steps × samples.
+    """
     mix = scene.build_mixture()
     den = denoiser(scene, mix) if den is None else den
     result = sampler.sample(
@@ -253,4 +267,7 @@ def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Re
     threshold = metrics.preset_threshold(scene.preset) if scene.preset else None
     out = metrics.evaluate(mix, result.x0, scene.positive, scene.negative, threshold)
     out["eta_used"] = sampler.effective_eta(scene.method, scene.eta)  # tracked DNG: 1
+    if "p_neg" in result.info:
+        error = np.abs(np.asarray(result.info["p_neg"]) - exact_p_neg(scene, mix, result))
+        out["p_neg_error"] = float(np.nanmean(error)) if np.isfinite(error).any() else float("nan")
     return result, out

@@ -26,7 +26,7 @@ MAX_FRAMES = 101  # animation frames sent to the browser (100 steps: every state
 FIELD_RES = 41  # heatmap grid; arrows on every other point (21 × 21)
 BG_RES = 120
 SCORE_LABELS = {"exact": "exact oracle", "learned": "learned net", "weak": "weak net"}
-WEIGHT_KEYS = ("lam_neg", "scale_neg", "lam_pos", "scale_pos")
+WEIGHT_KEYS = ("lam_neg", "p_neg", "p_exact", "scale_neg", "lam_pos", "scale_pos", "push_neg")
 # Memory bounds per server process (all sessions together); README "Deployment" lists them.
 CACHE_ENTRIES = int(
     os.environ.get("TOYDIFF_CACHE_ENTRIES", "48")
@@ -131,10 +131,13 @@ def simulate(scene_json: str, net: str | None = None) -> dict:
     ts = np.append(schedule.timesteps(scene.steps), -1)  # state j sits at timestep ts[j]; -1 = x̂0
     x0 = traj[-1]
     lim = fields.extent(mix)
+    info = dict(result.info)
+    if "p_neg" in info:  # the posterior the rule used beside the exact one at the same x_t
+        info["p_exact"] = scene_mod.exact_p_neg(scene, mix, result)
     stats = {}
     for key in WEIGHT_KEYS:
-        if key in result.info:
-            w = np.asarray(result.info[key], np.float32)  # (S, N)
+        if key in info:
+            w = np.asarray(info[key], np.float32)  # (S, N)
             band = np.nanpercentile if np.isnan(w).any() else np.percentile  # 7× faster
             stats[key] = (np.nanmean(w, 1), *band(w, [10, 90], axis=1))
     return dict(

@@ -76,8 +76,9 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
         ss["field_heat"] = heat
     for side, scene in pair.items():
         ss[f"{side}.method"] = scene.method
-        for name in guidance.rule(scene.method).all_params:
-            ss[f"{side}.{scene.method}.{name}"] = float(getattr(scene, name))
+        for name, param in guidance.rule(scene.method).all_params.items():
+            value = getattr(scene, name)
+            ss[f"{side}.{scene.method}.{name}"] = value if param.choices else float(value)
         ss[f"{side}.{scene.method}.interval"] = (int(round(scene.t_lo)), int(round(scene.t_hi)))
     return warnings
 

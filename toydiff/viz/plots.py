@@ -49,13 +49,17 @@ WEIGHT_COLORS = {
     "lam_pos": "#238b45",
     "scale_pos": "#74c476",
     "p_neg": "#cb181d",
+    "p_exact": "#252525",
+    "push_neg": "#8c2d04",
 }
 WEIGHT_LABELS = {
     "lam_neg": "λ⁻",
     "scale_neg": "γλ⁻ (effective negative scale)",
     "lam_pos": "λ⁺",
     "scale_pos": "γλ⁺",
-    "p_neg": "p(n | x_t)",
+    "p_neg": "p(n | x_t) the rule used",
+    "p_exact": "exact p(n | x_t) at the same x_t",
+    "push_neg": "push of the negative term |b_t|·γλ⁻‖Δ_n‖",
 }
 HEAT_LABELS = {"scale_neg": "γλ⁻", "lam_neg": "λ⁻", "p_neg": "p(n|x_t)", "log_p": "log p_t(x)"}
 NEG_SHADE = "rgba(227,74,51,0.13)"
@@ -454,13 +458,25 @@ def field_spec(
     return dict(data=data, layout=_layout(lim, title, height=500, shapes=shapes))
 
 
+_WEIGHT_PANELS = (  # (key prefix, y axis, domain, title): weights, scales, the push they cause
+    ("", "y", [0.7, 1.0], "weight λ, p"),
+    ("scale", "y2", [0.36, 0.64], "scale γλ"),
+    ("push", "y3", [0.0, 0.3], "push on x_t"),
+)
+
+
+def _panel(key: str) -> dict:
+    """The axes of a weights-view series: its prefix's panel (the first one by default)."""
+    n = next((i for i, (p, *_) in enumerate(_WEIGHT_PANELS) if p and key.startswith(p)), 0)
+    return dict(xaxis=f"x{n + 1}" if n else "x", yaxis=_WEIGHT_PANELS[n][1])
+
+
 def weights_spec(ts: np.ndarray, stats: dict, title: str) -> dict:
-    """Per-step weights: mean line and 10–90 % band over samples; λ's on top, γλ's below."""
+    """Per-step weights: mean line and 10–90 % band over samples; λ's (and posteriors) on top,
+    γλ's in the middle, the negative term's push on x_t below (MATH §3.1)."""
     data = []
     for key, (mean, lo, hi) in stats.items():
-        axes = (
-            dict(xaxis="x2", yaxis="y2") if key.startswith("scale") else dict(xaxis="x", yaxis="y")
-        )
+        axes = _panel(key)
         color = WEIGHT_COLORS.get(key, "#333")
         data.append(
             dict(
@@ -483,26 +499,25 @@ def weights_spec(ts: np.ndarray, stats: dict, title: str) -> dict:
                 mode="lines",
                 **axes,
                 name=WEIGHT_LABELS.get(key, key),
-                line=dict(color=color, width=2),
+                line=dict(color=color, width=2, dash="dot" if key == "p_exact" else "solid"),
             )
         )
     x = _axis(autorange="reversed")
+    last = len(_WEIGHT_PANELS)
     layout = dict(
         template="simple_white",
         font=FONT,
-        height=430,
+        height=520,
         title=dict(text=title, x=0.02),
         margin=dict(l=55, r=15, t=60, b=45),
-        legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"),
-        xaxis={**x, "anchor": "y", "showticklabels": False, "matches": "x2"},
-        xaxis2={
-            **x,
-            "anchor": "y2",
-            "title": dict(text="timestep t  (sampling runs left → right)"),
-        },
-        yaxis=_axis(domain=[0.55, 1.0], rangemode="tozero", title=dict(text="weight λ")),
-        yaxis2=_axis(domain=[0.0, 0.45], rangemode="tozero", title=dict(text="scale γλ")),
+        legend=dict(orientation="h", x=0, y=-0.17, yanchor="top"),
     )
+    for n, (_, y, domain, text) in enumerate(_WEIGHT_PANELS, 1):
+        xname, yname = ("xaxis" if n == 1 else f"xaxis{n}"), ("yaxis" if n == 1 else f"yaxis{n}")
+        layout[xname] = {**x, "anchor": y, "showticklabels": n == last, "matches": f"x{last}"}
+        layout[yname] = _axis(domain=domain, rangemode="tozero", title=dict(text=text))
+    layout[f"xaxis{last}"].pop("matches")
+    layout[f"xaxis{last}"]["title"] = dict(text="timestep t  (sampling runs left → right)")
     if not stats:
         layout["annotations"] = [
             dict(
@@ -575,8 +590,10 @@ def metrics_table(names: list[str], values: list[dict | None]) -> str:
             win = best is not None and float(v) == best and len(set(nums)) > 1
             cells.append(f"**{text}** ✓" if win else text)
         if key == "energy":
-            base = next((v["energy_baseline"] for v in values if v), None)
-            label += f" (baseline {base:.3f})" if base is not None else ""
+            ref = next((v for v in values if v), {})  # exact-vs-exact: mean ± sd over draws
+            base, sd = ref.get("energy_baseline"), ref.get("energy_baseline_sd")
+            if base is not None and np.isfinite(base):
+                label += f" (baseline {base:.3f}" + (f" ± {sd:.3f})" if sd is not None else ")")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows)
 
