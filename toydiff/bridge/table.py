@@ -242,7 +242,7 @@ def markdown(record: dict, command: str, notes: str = "") -> str:
         "# Digits class removal: every negative rule through `toydiff.bridge.loop`",
         "",
         f"Removed classes: {record['classes']}; {record['n_per_class']} samples per class and setting "
-        f"(the same initial noise for every rule), DDIM η=0, {record['steps']} steps, unguided = null class "
+        f"(the same initial noise for every rule), DDIM η=0 (tracked DNG: η=1, the stochastic kernel its posterior update is Bayes' rule for), {record['steps']} steps, unguided = null class "
         f"(ε_p = ε_∅). Judge: small CNN, held-out accuracy {record['judge_test_accuracy']:.4f}. "
         f"Wall time {record['wall_time_s']:.0f} s on {record['threads']} thread(s).",
         "",
