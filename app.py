@@ -44,6 +44,7 @@ from ui.compute import (  # noqa: E402
     SCORE_LABELS,
     background,
     denoiser_for,
+    error_at,
     field_at,
     load_mixture,
     metrics_of,
@@ -611,6 +612,38 @@ def field_view(scenes: dict, net: str | None = None):
     st.caption(
         "Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
         "is p(n | x_t) = ½ at this t; grey lines are the noisy density p_t(x)."
+    )
+    learned = {s_: s for s_, s in scenes.items() if isinstance(s, Scene) and s.score == "learned"}
+    if learned:
+        error_view(learned, maps, int(t), net)
+
+
+def error_view(scenes: dict, maps: dict, t: int, net: str | None):
+    """The learned net's relative ε error at t with the run's samples at that t (issue 19)."""
+    st.markdown("**Where the net is wrong at this t**")
+    for side, col in columns_for(scenes).items():
+        scene = scenes[side]
+        run = simulate(run_key(scene), net)
+        frame = int(np.argmin(np.abs(run["frame_ts"] - t)))
+        err = error_at(run_key(scene), t, net)
+        lim = fields.extent(mixture_of(scene))
+        u = np.linspace(-lim, lim, FIELD_RES, dtype=np.float32)
+        title = f"{title_of(scene)}<br><sup>net error at t = {t}, samples at t = {run['frame_ts'][frame]}</sup>"
+        make = lambda err=err, run=run, frame=frame, u=u, lim=lim, title=title, side=side: (
+            plots.error_map_spec(
+                u,
+                err.reshape(FIELD_RES, FIELD_RES),
+                run["frames"][frame],
+                lim,
+                title,
+                maps[side]["log_p"].reshape(FIELD_RES, FIELD_RES) if side in maps else None,
+            )
+        )
+        draw(col, "error", side, scene, net, make, t)
+    st.caption(
+        "Relative error ‖ε_net − ε*‖ / max(‖ε*‖, 0.1) of the learned net against the exact oracle, "
+        "the worst of the rule's branches, capped at 100 %; black dots are the run's samples at the "
+        "nearest shown step. The metrics' net error on path averages it where the samples went."
     )
 
 

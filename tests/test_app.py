@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import re
 import time
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -682,3 +684,39 @@ def test_the_default_view_imports_no_training_or_table_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _decode(a) -> np.ndarray:
+    """A Plotly base64 typed array (plots._arr) or a plain list as numpy."""
+    if isinstance(a, dict):
+        out = np.frombuffer(base64.b64decode(a["bdata"]), dtype=a["dtype"])
+        return out.reshape([int(n) for n in a["shape"].split(",")]) if a.get("shape") else out
+    return np.asarray(a)
+
+
+def test_error_map_shows_the_learned_nets_error_and_the_samples_at_t():
+    """Issue 19's error map: learned scores add one figure per column beside the field; its heatmap
+    is the worst branch of fields.net_error on the grid (recomputed here), capped at 1, and its
+    points the run's samples; exact scores show none."""
+    from ui.compute import FIELD_RES
+
+    at = _start(**SMALL, score="learned", field_t=200)
+    _ok(at)
+    charts = _charts(at)
+    assert {"error.left", "error.right"} <= set(charts)
+    fig = charts["error.left"]
+    z = _decode(next(d for d in fig["data"] if d["type"] == "heatmap")["z"])
+    scene = scene_mod.Scene.from_dict(
+        {"preset": "three_blobs", "method": "ncfg", "gamma": 2.0, "score": "learned", **SMALL}
+    )
+    mix = scene.build_mixture()
+    den = scene_mod.denoiser(scene, mix)
+    g = fields.grid(fields.extent(mix), FIELD_RES)
+    err = fields.net_error(scene.sampler_config(), den, scene.cond(mix), g, 200.0)
+    np.testing.assert_allclose(z.ravel(), np.clip(np.asarray(err).max(0), 0, 1), atol=2e-3)
+    assert 0.01 < np.median(z) < 1  # a real, imperfect net
+    points = next(d for d in fig["data"] if d["type"] == "scattergl")
+    assert len(_decode(points["x"])) == SMALL["n"]
+    at = _start(**SMALL)
+    _ok(at)
+    assert "error.left" not in _charts(at)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import exact, schedule
-from .denoisers import Denoiser
+from .denoisers import BRANCH_MODELS, Denoiser, eval_branches, exact_model
 from .sampler import Cond, SamplerConfig, branch_concepts, guided_eps, oracle_p_neg
 
 
@@ -65,3 +65,48 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
         log_p_target=exact.log_prob_rows(den.mix, x, ab, logw),
     )
     return out
+
+
+ERROR_FLOOR = 0.1  # ‖ε*‖ below this counts as this in the error map (ε* ≈ 0 at a mode's centre)
+
+
+def _branch_errors(config: SamplerConfig, den: Denoiser, concepts, x, t, ab):
+    """(B, M) ‖ε − ε*‖ and (B, M) ‖ε*‖ of every branch of config at x_t: the denoiser's model of
+    the branch (main or weak) against the exact oracle of the same concept."""
+    models = tuple(BRANCH_MODELS[b] for b in config.branches)
+    got = eval_branches(den, models, x, t, ab, concepts)
+    params, fn = exact_model()
+    truth = jax.vmap(fn, in_axes=(None, None, None, None, None, 0))(
+        den.mix, params, x, t, ab, concepts
+    )
+    return jnp.linalg.norm(got - truth, axis=-1), jnp.linalg.norm(truth, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def net_error(config: SamplerConfig, den: Denoiser, cond: Cond, x: jax.Array, t) -> jax.Array:
+    """(B, M) the relative ε error ‖ε_net − ε*‖ / max(‖ε*‖, ERROR_FLOOR) at timestep t on points x,
+    for every branch of config (config.branches order): the error map of a learned denoiser."""
+    ab = jnp.asarray(schedule.alpha_bars(config.schedule))[
+        jnp.clip(jnp.asarray(t, jnp.int32), 0, schedule.T - 1)
+    ]
+    cfg = dataclasses.replace(config, n=x.shape[0])
+    concepts = branch_concepts(cfg, den.mix, cond, jax.random.key(0))
+    err, norm = _branch_errors(cfg, den, concepts, x, t, ab)
+    return err / jnp.maximum(norm, ERROR_FLOOR)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def net_error_on_path(
+    config: SamplerConfig, den: Denoiser, cond: Cond, traj: jax.Array
+) -> jax.Array:
+    """The relative ε error along a run, √(Σ‖ε_net − ε*‖² / Σ‖ε*‖²) over steps × samples × the
+    rule's branches at the x_t each step saw (traj[:-1]); the ratio of RMS errors, as train's table."""
+    ts, ab, _ = schedule.step_alpha_bars(config.schedule, config.steps)
+    concepts = branch_concepts(config, den.mix, cond, jax.random.key(0))
+
+    def one(x, t, a):
+        err, norm = _branch_errors(config, den, concepts, jnp.nan_to_num(x), t, a)
+        return jnp.sum(err**2), jnp.sum(norm**2)
+
+    err, norm = jax.vmap(one)(traj[:-1], jnp.asarray(ts, jnp.float32), jnp.asarray(ab))
+    return jnp.sqrt(jnp.sum(err) / jnp.maximum(jnp.sum(norm), 1e-30))

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import denoisers, exact, guidance, metrics, mixtures, sampler, schedule
+from . import denoisers, exact, fields, guidance, metrics, mixtures, sampler, schedule
 from .mixtures import Mixture
 from .schedule import T, alpha_bars
 
@@ -256,8 +256,10 @@ def exact_p_neg(scene: Scene, mix: Mixture, result: sampler.Result) -> np.ndarra
 def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Result, dict]:
     """Samples the scene and evaluates its metrics: (Result, metrics dict).
 
-    Besides metrics.evaluate: `eta_used` (the η the rule ran, tracked DNG 1) and, for rules that
-    weight by a posterior, `p_neg_error`: the mean |p_used − exact p(n | x_t)| over steps × samples.
+    Besides metrics.evaluate: `eta_used` (the η the rule ran, tracked DNG 1); for rules that
+    weight by a posterior, `p_neg_error`: the mean |p_used − exact p(n | x_t)| over steps × samples;
+    for learned scores, `net_error_on_path`: the nets' relative ε error at the x_t the run visited
+    (fields.net_error_on_path).
     """
     mix = scene.build_mixture()
     den = denoiser(scene, mix) if den is None else den
@@ -270,4 +272,9 @@ def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Re
     if "p_neg" in result.info:
         error = np.abs(np.asarray(result.info["p_neg"]) - exact_p_neg(scene, mix, result))
         out["p_neg_error"] = float(np.nanmean(error)) if np.isfinite(error).any() else float("nan")
+    if scene.score == "learned":
+        config = scene.sampler_config()
+        out["net_error_on_path"] = float(
+            fields.net_error_on_path(config, den, scene.cond(mix), result.traj)
+        )
     return result, out

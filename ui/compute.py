@@ -213,3 +213,15 @@ def field_at(scene_json: str, t: int, net: str | None = None) -> dict:
         float(t),
     )
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def error_at(scene_json: str, t: int, net: str | None = None) -> np.ndarray:
+    """(FIELD_RES²,) the worst relative ε error over the rule's branches at timestep t
+    (fields.net_error) of the scene's learned denoiser, on the FIELD_RES grid."""
+    scene = dataclasses.replace(Scene.from_json(scene_json), n=1, seed=0)
+    mix = mixture_of(scene)
+    den, _ = load_denoiser(mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak)
+    g = fields.grid(fields.extent(mix), FIELD_RES)
+    err = fields.net_error(scene.sampler_config(), den, scene.cond(mix), g, float(t))
+    return np.asarray(err, np.float32).max(0)

@@ -532,6 +532,59 @@ def weights_spec(ts: np.ndarray, stats: dict, title: str) -> dict:
     return dict(data=data, layout=layout)
 
 
+ERROR_SCALE = [[0, "#f7fcf5"], [0.1, "#c7e9c0"], [0.3, "#fdae6b"], [1, "#7f2704"]]
+
+
+def error_map_spec(
+    u: np.ndarray, err: np.ndarray, samples: np.ndarray, lim: float, title: str, log_p=None
+) -> dict:
+    """The net's relative ε error (res × res, capped at 1 = 100 %) over the plane, the run's
+    samples at that t drawn over it (black dots) and the noisy density's isolines."""
+    data = [
+        dict(
+            type="heatmap",
+            x=_arr(u),
+            y=_arr(u),
+            z=_arr(np.clip(np.nan_to_num(err, nan=1.0), 0.0, 1.0)),
+            colorscale=ERROR_SCALE,
+            zmin=0.0,
+            zmax=1.0,
+            colorbar=dict(
+                title=dict(text="‖ε_net − ε*‖ / ‖ε*‖", side="right"),
+                thickness=12,
+                len=0.8,
+                outlinewidth=0,
+                tickformat=".0%",
+            ),
+            hovertemplate="error %{z:.0%}<extra></extra>",
+        )
+    ]
+    if log_p is not None:
+        data.append(
+            _isolines(
+                u,
+                _peak_one(log_p),
+                [0.05, 0.25, 0.45, 0.65, 0.85],
+                line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
+                name="p_t(x)",
+                showlegend=False,
+            )
+        )
+    xy = np.clip(np.nan_to_num(np.asarray(samples, np.float32)), -1e4, 1e4)
+    data.append(
+        dict(
+            type="scattergl",
+            x=_arr(xy[:, 0]),
+            y=_arr(xy[:, 1]),
+            mode="markers",
+            name="samples at t",
+            marker=dict(color="rgba(20,20,20,0.7)", size=3),
+            hoverinfo="skip",
+        )
+    )
+    return dict(data=data, layout=_layout(lim, title))
+
+
 def _alpha(hex_color: str, a: float) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{a})"
@@ -556,6 +609,7 @@ def outcome_spec(
 trajectory_figure = _figure_of(trajectory_spec)
 field_figure = _figure_of(field_spec)
 weights_figure = _figure_of(weights_spec)
+error_map_figure = _figure_of(error_map_spec)
 outcome_figure = _figure_of(outcome_spec)
 
 
