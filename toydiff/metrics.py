@@ -36,16 +36,67 @@ def off_support_threshold(mix: Mixture) -> float:
     return float(np.quantile(np.asarray(exact.log_prob(mix, x)), 0.001))
 
 
+_BLOCK = 1024  # rows of x per block of pairwise distances (B × M floats at a time)
+BASELINE_DRAWS = 32  # independent exact-vs-exact energies behind the baseline's mean and sd
+
+
+@functools.partial(jax.jit, static_argnames="exclude_diagonal")
+def _sum_dist(a, b, exclude_diagonal: bool = False) -> jax.Array:
+    """Σ_ij ‖a_i − b_j‖ from the coordinate differences themselves, B rows of a at a time (no
+    ‖a‖² + ‖b‖² − 2a·b cancellation, whose float32 error on the diagonal alone is ~1e-3 per pair).
+
+    exclude_diagonal (a is b): the pairs i = j are left out by index, whatever their value."""
+    n = a.shape[0]
+    pad = -n % _BLOCK if n > _BLOCK else 0
+    size = min(n, _BLOCK)
+    rows = jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, size, 2)
+    index = jnp.arange(n + pad).reshape(-1, size)
+
+    def block(args):
+        x, i = args
+        d0, d1 = x[:, 0:1] - b[None, :, 0], x[:, 1:2] - b[None, :, 1]  # (B, M) each
+        keep = (i < n)[:, None]  # padding rows
+        if exclude_diagonal:
+            keep = keep & (i[:, None] != jnp.arange(b.shape[0])[None])
+        return jnp.sum(jnp.where(keep, jnp.sqrt(d0 * d0 + d1 * d1), 0.0))
+
+    return jnp.sum(jax.lax.map(block, (rows, index)))
+
+
+def _centred(*sets):
+    """The sets shifted by one common centre (the mean of the last): the distances are unchanged,
+    and the coordinates whose differences are taken sit near 0 wherever the mixture lies."""
+    centre = jnp.mean(sets[-1], 0)
+    return [s - centre for s in sets]
+
+
+def _self_mean(y) -> jax.Array:
+    """mean_{i≠j} ‖y_i − y_j‖ (the U-statistic's within-set term; NaN for fewer than 2 points)."""
+    n = y.shape[0]
+    return _sum_dist(y, y, exclude_diagonal=True) / (n * (n - 1))
+
+
+def _cross_mean(x, y) -> jax.Array:
+    return _sum_dist(x, y) / (x.shape[0] * y.shape[0])
+
+
 @jax.jit
-def _mean_dist(a, b) -> jax.Array:
-    sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None] - 2 * a @ b.T
-    return jnp.mean(jnp.sqrt(jnp.maximum(sq, 0.0)))
+def energy_distance_u(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Unbiased (U-statistic) energy distance 2·mean‖X−Y‖ − mean_{i≠j}‖X_i−X_j‖ −
+    mean_{i≠j}‖Y_i−Y_j‖ between two sample sets (MATH §4), the `energy` metric: its expectation
+    is the energy distance itself, 0 for equal distributions, so one estimate can be slightly
+    negative. NaN when a set has fewer than 2 points (no pairs)."""
+    x, y = _centred(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    return 2 * _cross_mean(x, y) - _self_mean(x) - _self_mean(y)
 
 
 @jax.jit
 def energy_distance(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Energy distance 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ between two sample sets (V-statistic)."""
-    return 2 * _mean_dist(x, y) - _mean_dist(x, x) - _mean_dist(y, y)
+    """The biased V-statistic 2·mean‖X−Y‖ − mean‖X−X'‖ − mean‖Y−Y'‖ (diagonals included): its
+    expectation exceeds the energy distance by E‖X−X'‖/n + E‖Y−Y'‖/m > 0. Not toydiff's metric
+    (that is energy_distance_u); kept for tests that compare with a V-statistic baseline."""
+    x, y = _centred(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    return 2 * _cross_mean(x, y) - _sum_dist(x, x) / len(x) ** 2 - _sum_dist(y, y) / len(y) ** 2
 
 
 def _finite(x) -> np.ndarray:
@@ -58,8 +109,9 @@ class Reference(NamedTuple):
 
     threshold: float  # off-support threshold of the mixture
     target: jax.Array  # (M, 2) exact samples of p(x | p, ¬n)
-    target_self: float  # E‖Y−Y'‖ over the target samples
-    baseline: float  # energy distance of fresh exact target samples to the target samples
+    target_self: float  # mean_{i≠j} ‖Y_i − Y_j‖ over the target samples
+    baseline: float  # mean energy of BASELINE_DRAWS independent exact-vs-exact pairs of sets
+    baseline_sd: float  # their sample standard deviation (ddof 1): the estimator's own noise
 
 
 def reference(
@@ -69,21 +121,58 @@ def reference(
     n: int = 2000,
     threshold: float | None = None,
     key: jax.Array | None = None,
+    draws: int = BASELINE_DRAWS,
 ) -> Reference:
-    """The shared part of `evaluate` for n samples (n is capped at ENERGY_MAX)."""
+    """The shared part of `evaluate` for n samples (n is capped at ENERGY_MAX): the target set, and
+    the exact-vs-exact baseline as mean and sd over `draws` (≥ 5) independent pairs of exact sets
+    of n samples each (X_d, Y_d), the sizes of `evaluate`'s samples and target set.
+
+    Each pair has its own target set Y_d: an energy against the one target set is one draw of this
+    distribution (mean 0, the U-statistic is unbiased). Against one fixed Y, fresh X alone would
+    share that set's own offset (on `ring` at n = 2000: −0.001, with an sd of 0.0018 over 100 X)
+    and leave its variance out of the sd."""
+    if draws < 5:
+        raise ValueError(f"draws: the baseline needs at least 5 draws, got {draws}")
     key = jax.random.key(1) if key is None else key
     n = min(n, ENERGY_MAX)
     target = mixtures.sample(key, mix, n, positive, negative)
-    fresh = mixtures.sample(jax.random.fold_in(key, 1), mix, n, positive, negative)
     threshold = off_support_threshold(mix) if threshold is None else threshold
+    pairs = mixtures.sample(jax.random.fold_in(key, 1), mix, 2 * draws * n, positive, negative)
+    base = np.asarray(_null_energies(pairs.reshape(draws, 2, n, 2)), np.float64)
     return Reference(
-        threshold, target, float(_mean_dist(target, target)), float(energy_distance(fresh, target))
+        threshold,
+        target,
+        float(_self_mean(_centred(target)[0])),
+        float(np.mean(base)),
+        float(np.std(base, ddof=1)),
     )
 
 
 @jax.jit
+def _null_energies(pairs) -> jax.Array:
+    """(D,) energy_distance_u of each pair of sets in pairs (D, 2, n, 2), one pair at a time."""
+    return jax.lax.map(lambda p: energy_distance_u(p[0], p[1]), pairs)
+
+
+@jax.jit
 def _energy_to(x, target, target_self):
-    return 2 * _mean_dist(x, target) - _mean_dist(x, x) - target_self
+    """energy_distance_u(x, target) with the target's within-set term given (computed once)."""
+    x, target = _centred(x, target)
+    return 2 * _cross_mean(x, target) - _self_mean(x) - target_self
+
+
+_REFERENCES: dict = {}  # (fingerprint, positive, negative, n, threshold) -> Reference, newest last
+
+
+def _reference_cached(mix, positive, negative, n, threshold) -> Reference:
+    """reference() with the default key, kept for the last 16 targets: evaluate without a ref
+    (scene.run) no longer draws the baseline's exact sets again for every run of one target."""
+    key = (fingerprint(mix), positive, negative, min(n, ENERGY_MAX), threshold)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = reference(mix, positive, negative, n, threshold)
+        while len(_REFERENCES) > 16:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+    return _REFERENCES[key]
 
 
 def evaluate(
@@ -94,15 +183,22 @@ def evaluate(
     threshold: float | None = None,
     ref: Reference | None = None,
 ) -> dict[str, float]:
-    """Every MATH §4 metric of final samples x0 (N, 2) as Python numbers (NaN where undefined)."""
+    """Every MATH §4 metric of final samples x0 (N, 2) as Python numbers, NaN where undefined:
+    leakage without a negative concept, alignment without a positive one, nll with no finite
+    sample, energy with fewer than 2 finite samples (the U-statistic's within-set mean has no
+    pair), and the baseline for fewer than 2 samples. Metrics are of the finite samples; the others
+    are counted in non_finite (and diverged) and as off-support."""
     x0 = np.asarray(x0, np.float32)
     finite = _finite(x0)
-    ref = reference(mix, positive, negative, len(x0), threshold) if ref is None else ref
+    ref = _reference_cached(mix, positive, negative, len(x0), threshold) if ref is None else ref
     log_p = np.asarray(exact.log_prob(mix, finite)) if len(finite) else np.zeros(0)
     post = lambda c: (
         np.asarray(exact.posterior(mix, finite, 1.0, c)) if len(finite) else np.zeros(0)
     )
-    energy = _energy_to(finite[:ENERGY_MAX], ref.target, ref.target_self) if len(finite) else np.nan
+    # the U-statistic needs two points for its within-set mean: NaN below that (undefined)
+    energy = (
+        _energy_to(finite[:ENERGY_MAX], ref.target, ref.target_self) if len(finite) >= 2 else np.nan
+    )
     out = {
         "n": len(x0),
         "diverged": int(np.sum(np.asarray(diverged(x0)))),
@@ -111,12 +207,14 @@ def evaluate(
         "nll": float(-np.mean(log_p)) if len(finite) else float("nan"),
         "energy": float(energy),
         "energy_baseline": ref.baseline,
+        "energy_baseline_sd": ref.baseline_sd,
     }
-    out["leakage"] = float(np.mean(post(negative))) if negative is not None else float("nan")
-    out["leakage_hard"] = (
-        float(np.mean(post(negative) > 0.5)) if negative is not None else float("nan")
-    )
-    out["alignment"] = float(np.mean(post(positive))) if positive is not None else float("nan")
+    mean = lambda v: float(np.mean(v)) if len(finite) else float("nan")  # no finite sample
+    if negative is not None:
+        out["leakage"], out["leakage_hard"] = mean(post(negative)), mean(post(negative) > 0.5)
+    else:
+        out["leakage"] = out["leakage_hard"] = float("nan")
+    out["alignment"] = mean(post(positive)) if positive is not None else float("nan")
     return out
 
 

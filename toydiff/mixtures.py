@@ -154,13 +154,28 @@ def sample(key: jax.Array, mix: Mixture, n: int, positive=None, negative=None) -
     return _draw(key, mix.means, mix.covs, logw, n)
 
 
+_GUMBEL_MAX_K = 64  # components up to which _draw picks them by Gumbel-max (n × K draws)
+
+
 @functools.partial(jax.jit, static_argnames="n")
 def _draw(key, means, covs, logw, n: int) -> jax.Array:
     comp_key, noise_key = jax.random.split(key)
-    k = jax.random.categorical(comp_key, logw, shape=(n,))
+    if logw.shape[0] <= _GUMBEL_MAX_K:
+        k = jax.random.categorical(comp_key, logw, shape=(n,))
+    else:  # inverse CDF, O(n log K): Gumbel-max took 5 s for 64 000 samples of the tree's 2032
+        k = _inverse_cdf(comp_key, logw, n)
     chol = jnp.linalg.cholesky(covs)
     z = jax.random.normal(noise_key, (n, 2))
     return means[k] + jnp.einsum("nij,nj->ni", chol[k], z)
+
+
+def _inverse_cdf(key, logw, n: int) -> jax.Array:
+    """(n,) component indices with probabilities softmax(logw), by a search in the CDF; a
+    component of weight 0 (an empty interval) is never drawn, nor past the last positive one."""
+    cdf = jnp.cumsum(jax.nn.softmax(logw))
+    k = jnp.searchsorted(cdf, jax.random.uniform(key, (n,)) * cdf[-1], side="right")
+    last = logw.shape[0] - 1 - jnp.argmax(jnp.isfinite(logw[::-1]))
+    return jnp.minimum(k, last)
 
 
 # ----------------------------------------------------------------------------------------- presets

@@ -24,6 +24,7 @@ COLUMNS = (
     "off_support",
     "energy",
     "energy_baseline",
+    "energy_baseline_sd",
     "nll",
     "diverged",
     "alignment",
