@@ -224,7 +224,10 @@ def auto_notes(record: dict) -> str:
         "- τ (CCFG) is not scale-free: ‖Δ_n‖² sums over the 64 pixels of the 8×8 ε. λ⁻ = 2σ(−τ‖Δ_n‖²) is ≈ 1 "
         "while a sample still looks like the removed class (Δ_n ≈ 0) and fades once ‖Δ_n‖² ≫ 1/τ.",
         "- DNG uses prior p_T = 0.1 (the data rate of one class: Bayes-consistent), Temp = 1, offset = 0, "
-        "p_max = 0.8 (so its weight γ·p/(1−p) is at most 4γ).",
+        "p_max = 0.8 (so its weight γ·p/(1−p) is at most 4γ). Its tracked posterior is Bayes' rule for a "
+        "stochastic step, so its rows run DDIM with η = 1 (the DDPM kernel) while every other rule runs "
+        "η = 0: part of its lower KL and FD may be the sampler's, not the rule's (the rows before the "
+        "'Truth first' fix ran η = 0 with an update that could only lower p: KL 0.137, FD 11.4 at 95 %).",
         "- KL and pile are over the judged labels of the 9 remaining classes; FD uses the judge's 64-d "
         "penultimate features against all real digits of those 9 classes (1797-image data set), so it has a "
         "floor from the finite sample (see the unguided row).",
