@@ -472,11 +472,11 @@ def title_of(scene: Scene) -> str:
     shown = [
         f"{SYMBOLS.get(k, k)} = {getattr(scene, k):g}"
         for k, p in rule.params.items()
-        if not p.pos_only or scene.positive is not None
+        if not p.choices and (not p.pos_only or scene.positive is not None)
     ]
     shown += [
         f"{SYMBOLS.get(k, k)}: {getattr(scene, k)}"
-        for k, p in rule.state_params.items()
+        for k, p in rule.params.items()
         if p.choices and getattr(scene, k) != p.initial
     ]
     if (scene.t_lo, scene.t_hi) != (0.0, float(schedule.T)):

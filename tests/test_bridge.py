@@ -222,7 +222,10 @@ def test_every_step_applies_the_registry_rule(sd15, rule, monkeypatch):
         uncond, pos, neg = out.chunk(3)
         p_neg = torch.from_numpy(info["p_neg"][i]) if r.state else None
         expected, _ = guidance.apply(
-            r, {"uncond": uncond, "pos": pos, "neg": neg, "cond": pos}, knobs, p_neg
+            r,
+            {"uncond": uncond, "pos": pos, "neg": neg, "cond": pos},
+            knobs,
+            {"p_neg": p_neg} if r.state else None,
         )
         torch.testing.assert_close(eps, expected, atol=1e-6, rtol=0)
         assert eta == (1.0 if r.state else 0.0)  # tracked DNG steps the stochastic kernel

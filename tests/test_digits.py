@@ -92,7 +92,7 @@ def test_sampling_goes_through_bridge_loop_with_registry_rule(unet, monkeypatch,
         seen.append(set(branches))
         full = loop.default_knobs(rule, **knobs)
         r = guidance.rule(rule)
-        kw = {k: full[k] for k in r.params}
+        kw = {k: full[k] for k in r.fn_params}
         args = {"uncond": branches["uncond"], "neg": branches["neg"], "cond": branches["pos"]}
         if rule == "dng":
             kw["p_neg"] = info["p_neg"]

@@ -69,7 +69,7 @@ def call(name, br, k, p_neg, to):
     br = {b: to(v) for b, v in br.items()}
     if not r.optional_pos:
         br.pop("pos") if "pos" not in r.branches else None
-    return guidance.apply(r, br, k, to(p_neg) if r.state else None)
+    return guidance.apply(r, br, k, {"p_neg": to(p_neg)} if r.state else None)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -92,7 +92,7 @@ def test_rule_runs_under_jit_without_recompiling_when_knobs_change(name):
     r = RULES[name]
     if not r.optional_pos and "pos" not in r.branches:
         br.pop("pos")
-    fn = jax.jit(lambda br, k, p: guidance.apply(r, br, k, p if r.state else None)[0])
+    fn = jax.jit(lambda br, k, p: guidance.apply(r, br, k, {"p_neg": p} if r.state else None)[0])
     first = fn(br, k, jnp.asarray(p_neg))
     np.testing.assert_allclose(
         first, reference(name, branches((5, 2)), {**k, "p_neg": p_neg}), rtol=2e-5, atol=2e-5
@@ -192,7 +192,7 @@ def test_reported_scales_are_the_coefficients_of_the_differences_in_eps(name):
     k = {p: v.default for p, v in r.params.items()} | {"gamma": 2.5, "gamma_pos": 1.7, "w_neg": 0.7}
     k = {p: k[p] for p in r.params}
     p_neg = rng.uniform(0.05, 0.8, n).astype(np.float32)
-    eps, info = guidance.apply(r, br, k, p_neg if r.state else None)
+    eps, info = guidance.apply(r, br, k, {"p_neg": p_neg} if r.state else None)
     basis = np.stack([d_pos, -d_neg], -1).astype(np.float64)  # (n, 2, 2): columns Δ_p, −Δ_n
     coef = np.linalg.solve(basis, (np.asarray(eps) - uncond).astype(np.float64)[..., None])[..., 0]
     np.testing.assert_allclose(info["scale_neg"], coef[:, 1], rtol=1e-3, atol=1e-4)

@@ -20,7 +20,8 @@ def test_round_trip_is_exact():
 def test_knobs_hold_exactly_the_rule_parameters_as_floats():
     for name, rule in guidance.RULES.items():
         pos = "row1" if guidance.needs_positive(rule) else None
-        scene = Scene.from_dict({"preset": "grid", "method": name, "positive": pos, "gamma": 2})
+        gamma = {"gamma": 2} if "gamma" in rule.all_params else {}
+        scene = Scene.from_dict({"preset": "grid", "method": name, "positive": pos, **gamma})
         knobs = scene.knobs()
         assert set(knobs) == set(rule.all_params) | {"eta", "t_lo", "t_hi"}
         assert all(type(v) is float for v in knobs.values())
@@ -162,3 +163,23 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, content, message):
     out = cli("metrics", "--scene", str(path))
     assert out.returncode == 2 and out.stderr.startswith(message), out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_knob_defaults_come_from_the_registry_and_foreign_knobs_are_refused():
+    """Issue 'Open seams': {"method": "dng"} runs at DNG's registry γ (5), not a Scene-wide 3; a knob
+    the rule lacks is refused with a message listing the rule's knobs; JSON keeps flat keys."""
+    for name, rule in guidance.RULES.items():
+        pos = "row1" if guidance.needs_positive(rule) else None
+        scene = Scene.from_dict({"preset": "grid", "method": name, "positive": pos})
+        assert scene.params == {k: p.initial for k, p in rule.all_params.items()}
+    assert (
+        Scene.from_dict({"method": "dng"}).gamma
+        == guidance.rule("dng").params["gamma"].default
+        == 5.0
+    )
+    with pytest.raises(ValueError, match=r"tau: not a knob of 'ncfg'; its knobs: gamma"):
+        Scene.from_dict({"method": "ncfg", "tau": 1.0})
+    s = Scene.from_dict({"method": "ccfg", "tau": 0.25, "tau_schedule": "kernel"})
+    assert s.to_dict()["tau"] == 0.25 and "params" not in s.to_dict()
+    assert Scene.from_json(s.to_json()) == s
+    assert s.replace(method="ncfg").params == {"gamma": 3.0}  # a new rule keeps what it shares

@@ -125,9 +125,17 @@ def test_two_processes_write_what_one_writes(tmp_path):
         assert r2["knobs"] == r1["knobs"] and sorted(r2) == sorted(r1)
         for key in r1:
             if key != "knobs":
-                # float32 rounding only: the seeds batch as [0,1],[2,3],[4] vs [0,1],[2] | [3,4]
+                # float32 rounding only: the seeds batch as [0,1],[2,3],[4] vs [0,1],[2] | [3,4].
+                # DNG's tracked p_t is a logistic of a log-likelihood ratio: a difference of two
+                # sums over the latent entries, whose rounding moves p, and what it weighs, by
+                # ~3e-4 relative (measured 2.6e-4); every other rule agrees to 1e-4.
+                rtol = 1e-3 if name == "dng" else 1e-4
                 np.testing.assert_allclose(
-                    np.asarray(r2[key], float), np.asarray(r1[key], float), rtol=1e-4, atol=1e-6
+                    np.asarray(r2[key], float),
+                    np.asarray(r1[key], float),
+                    rtol=rtol,
+                    atol=1e-6,
+                    err_msg=f"{name} {key}",
                 )
     assert np.asarray(d2["rules"]["ccfg"]["lam_neg"]).shape == (
         3,

@@ -1,4 +1,4 @@
-"""Command line: python -m toydiff {metrics,render,sweep,train,bench,bridge} ... (-h for help)."""
+"""Command line: python -m toydiff {metrics,render,sweep,train,scenes,bench,bridge} ... (-h for help)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def cmd_render(args):
         if scene.preset
         else metrics.off_support_threshold(mix)
     )
-    title = f"{scene.method}  γ={scene.gamma:g}  leak={m['leakage_hard']:.1%}  off={m['off_support']:.1%}"
+    knobs = "  ".join(f"{k}={v:g}" for k, v in scene.params.items() if isinstance(v, float))
+    title = f"{scene.method}  {knobs}  leak={m['leakage_hard']:.1%}  off={m['off_support']:.1%}"
     for path in filter(None, (args.out, args.png)):
         export.samples_figure(mix, result.x0, scene.negative, threshold, title).savefig(path)
         print(f"wrote {path}")
@@ -100,6 +101,45 @@ def cmd_train(args):
             saved = train.train_preset(name, args.out, config, args.seed)
         for stem, meta in saved:
             print(train.format_errors(stem, meta), flush=True)
+
+
+def cmd_scenes(args):
+    """Lists the curated scenes with their claims (--json: the full list; --check: measures them)."""
+    import textwrap
+
+    from . import scenes
+
+    if args.json:
+        print(json.dumps([c.to_dict() for c in scenes.CURATED], indent=1))
+        return
+    failed = []
+    for c in scenes.CURATED:
+        print(f"{c.name}: {c.title}")
+        print(textwrap.fill(c.caption, 96, initial_indent="    ", subsequent_indent="    "))
+        for side, scene in c.scenes().items():
+            print(f"    {side:>5}: {_scene_line(scene)}")
+        checked = scenes.check_claims(c) if args.check else None
+        for i, claim in enumerate(c.claims):
+            line = f"    claim: {claim.text()}"
+            if checked is not None:
+                got = ", ".join(f"{s} {v:.4g}" for s, v in checked[i].measured.items())
+                line += f"  measured {got}  {'holds' if checked[i].holds else 'FAILS'}"
+                if not checked[i].holds:
+                    failed.append(f"{c.name}: {claim.text()}")
+            print(line, flush=True)
+        print()
+    if failed:
+        raise ValueError(f"scenes: {len(failed)} claim(s) fail: " + "; ".join(failed))
+
+
+def _scene_line(scene: Scene) -> str:
+    """The keys of a scene that differ from the defaults, as k=v (method always)."""
+    default = Scene().to_dict()
+    d = scene.to_dict()
+    keys = ["method"] + [k for k in d if k != "method" and d[k] != default.get(k)]
+    return " ".join(f"{k}={d[k]}" for k in keys if k != "mixture") + (
+        " mixture=(inline)" if scene.mixture is not None else ""
+    )
 
 
 def cmd_bench(args):
@@ -175,6 +215,28 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="pretrained", help="output folder (default pretrained/)")
     p.set_defaults(fn=cmd_train)
+    p = sub.add_parser(
+        "scenes",
+        help=cmd_scenes.__doc__,
+        description="The app's curated scenes: name, title, caption, both columns and the claims "
+        "(column, metric, op, value, score sources) that the caption asserts. A claim holds when "
+        "`metrics --scene` of its column, with 'score' set to each listed source, compares as "
+        "stated.",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON list: [{"name", "title", "caption", "left": scene, "right": scene, '
+        '"claims": [{"column", "metric", "op", "value", "scores"}]}], each scene complete (a '
+        "file that metrics --scene accepts)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run every claim's column for each score source and print the measured values "
+        "(about a minute; exit status 2 when a claim fails)",
+    )
+    p.set_defaults(fn=cmd_scenes)
     sub.add_parser("thresholds", help=cmd_thresholds.__doc__).set_defaults(fn=cmd_thresholds)
     p = sub.add_parser("bench", help=cmd_bench.__doc__)
     p.add_argument("name", choices=("sampler", "exact", "claim", "all"), help="which benchmark")

@@ -110,7 +110,7 @@ def formula(fn) -> str:
 def runs_on_images(r: guidance.Rule) -> bool:
     """Whether the bridge runs the rule: only ∅, positive and negative branches, no exact posterior
     (the test of bridge.loop.bridge_rule, repeated here so the atlas needs no torch)."""
-    return set(r.branches) <= {"uncond", "pos", "neg", "cond"} and r.state != "oracle"
+    return set(r.branches) <= {"uncond", "pos", "neg", "cond"} and not (r.state and r.state.exact)
 
 
 def _negative(r: guidance.Rule) -> str:

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import exact, schedule
+from . import exact, guidance, schedule, solvers
 from .denoisers import BRANCH_MODELS, Denoiser, eval_branches, exact_model
-from .sampler import Cond, SamplerConfig, branch_concepts, guided_eps, oracle_p_neg
+from .sampler import Cond, SamplerConfig, branch_concepts, exact_posterior, model_at
 
 
 def grid(lim: float, res: int) -> np.ndarray:
@@ -32,34 +32,39 @@ def extent(mix) -> float:
 def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.Array, t) -> dict:
     """At timestep t on points x (M, 2): branch ε's, guided ε̂, guidance term, weights and densities.
 
-    Keys: eps_<branch>, guided, term (ε̂ − unguided ε), step (x_t' − x_t of a deterministic step to
-    the next of config.steps timesteps), the rule's info (lam_neg, scale_neg, ...), p_neg (exact
-    p(n | x_t)), log_p (log p_t(x)) and log_p_target (log p_t(x | p, ¬n)).
-    DNG's tracked posterior has no value off a trajectory, so its maps use the exact posterior.
+    Keys: eps_<branch>, guided, term (ε̂ − unguided ε), step (x_t' − x_t of one step of the
+    config's solver with η = 0 to the level a step of config.steps further on), the rule's info
+    (lam_neg, scale_neg, ...), p_neg (exact p(n | x_t)), log_p (log p_t(x)) and log_p_target
+    (log p_t(x | p, ¬n)). A rule state has no value off a trajectory: its maps use State.at (DNG's
+    tracked posterior: the exact one).
     """
+    r = guidance.rule(config.rule)
     ab_all = jnp.asarray(schedule.alpha_bars(config.schedule))
     t = jnp.clip(jnp.asarray(t, jnp.float32), 0, schedule.T - 1)
     ab = ab_all[t.astype(jnp.int32)]
+    ab_next = ab_all[jnp.maximum(t - schedule.T / config.steps, 0).astype(jnp.int32)]
     cfg = dataclasses.replace(config, n=x.shape[0])
     concepts = branch_concepts(cfg, den.mix, cond, jax.random.key(0))
-    p_neg = oracle_p_neg(den, cond, x, ab, knobs)
-    ab_next = ab_all[jnp.maximum(t - schedule.T / config.steps, 0).astype(jnp.int32)]
-    kappa = jnp.minimum(
-        schedule.kernel_kappa(ab, ab_next) / schedule.kappa_ref(config.schedule, config.steps),
-        schedule.KAPPA_MAX,
-    )  # the kernel temperature of a step of config.steps from t (CCFG's tau_schedule)
-    eps, branches, info = guided_eps(cfg, den, concepts, knobs, x, t, ab, p_neg, kappa)
-    x0_hat = (x - jnp.sqrt(1 - ab) * eps) / jnp.sqrt(ab)
-    step = jnp.sqrt(ab_next) * x0_hat + jnp.sqrt(1 - ab_next) * eps - x
+    at = guidance.Step(x, ab, ab_next, posterior=exact_posterior(den, cond, x, ab))
+    extra = r.state.at(at, knobs) if r.state else {}
+    levels = config.levels()
+    ref = schedule.kernel_kappa(
+        np.float64(levels[(config.steps - 1) // 2]), np.float64(levels[(config.steps - 1) // 2 + 1])
+    )
+    kappa = jnp.minimum(schedule.kernel_kappa(ab, ab_next) / ref, schedule.KAPPA_MAX)
+    cache = {}
+    model = model_at(cfg, den, concepts, knobs, extra, kappa, cache)
+    x_next, pred, _ = solvers.solver(config.solver).step(model, x, ab, ab_next, 0.0, 0.0)
+    branches = cache["branches"]
     logw = jnp.log(den.mix.weights) + jnp.log1p(-den.mix.membership[cond.neg])
     if config.has_pos:
         logw = logw + jnp.log(den.mix.membership[cond.pos])
     out = {f"eps_{b}": e for b, e in branches.items() if b in config.branches}
     out.update(
-        info,
-        guided=eps,
-        term=eps - branches[config.unguided],
-        step=step,
+        pred.info,
+        guided=pred.eps,
+        term=pred.eps - branches[config.unguided],
+        step=x_next - x,
         p_neg=exact.posteriors(den.mix, x, ab)[:, cond.neg],
         log_p=exact.log_prob_rows(den.mix, x, ab, jnp.log(den.mix.weights)),
         log_p_target=exact.log_prob_rows(den.mix, x, ab, logw),
@@ -101,12 +106,13 @@ def net_error_on_path(
 ) -> jax.Array:
     """The relative ε error along a run, √(Σ‖ε_net − ε*‖² / Σ‖ε*‖²) over steps × samples × the
     rule's branches at the x_t each step saw (traj[:-1]); the ratio of RMS errors, as train's table."""
-    ts, ab, _ = schedule.step_alpha_bars(config.schedule, config.steps)
+    ab = jnp.asarray(config.levels()[:-1])
+    ts = schedule.t_of(config.schedule, ab)
     concepts = branch_concepts(config, den.mix, cond, jax.random.key(0))
 
     def one(x, t, a):
         err, norm = _branch_errors(config, den, concepts, jnp.nan_to_num(x), t, a)
         return jnp.sum(err**2), jnp.sum(norm**2)
 
-    err, norm = jax.vmap(one)(traj[:-1], jnp.asarray(ts, jnp.float32), jnp.asarray(ab))
+    err, norm = jax.vmap(one)(traj[:-1], ts, ab)
     return jnp.sqrt(jnp.sum(err) / jnp.maximum(jnp.sum(norm), 1e-30))

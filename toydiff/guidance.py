@@ -7,6 +7,8 @@ the batch, norms are sums over all other axes, and `info` holds per-sample (B,) 
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -232,23 +234,89 @@ def choice(names: tuple[str, ...], help: str) -> Param:
     return Param(0.0, 0.0, float(len(names) - 1), help=help, choices=names)
 
 
+class Step(NamedTuple):
+    """What a rule's state sees at one sampling step (numpy, JAX or torch); None where unknown."""
+
+    x: Array  # (B, ...) x_t
+    ab: Array  # ᾱ_t
+    ab_next: Array  # ᾱ_t' of the step's end
+    x_next: Array | None = None  # x_t', the solver's draw (update only)
+    branches: dict | None = None  # the branch predictions at x_t (update only)
+    posterior: Callable | None = None  # () -> (B,) exact p(n | x_t): the toy's oracle, else None
+
+
+class State(NamedTuple):
+    """A rule's per-sample state, in optax's init/update shape: pure functions over an opaque pytree
+    that the JAX sampler carries through its scan and the torch bridge through its loop.
+
+    init(x_T, knobs) -> state; read(state, step, knobs) -> extra keyword arguments of the rule's fn
+    at x_t; update(state, step, knobs) -> the state after the solver's step (step.x_next known).
+    """
+
+    init: Callable
+    read: Callable
+    update: Callable
+    params: dict[str, Param] = {}  # the state's own knobs
+    eta: float | None = None  # the η its update needs, whatever the scene's (a stochastic chain: 1)
+    exact: bool = False  # reads Step.posterior: only where an exact mixture is (not on images)
+    field: Callable | None = None  # (step, knobs) -> read's output off any trajectory (field maps)
+
+    def at(self, step: Step, knobs) -> dict:
+        """The rule's extra arguments at a point no trajectory led to (the field view): `field`,
+        else what `read` gives for the initial state."""
+        if self.field is not None:
+            return self.field(step, knobs)
+        return self.read(self.init(step.x, knobs), step, knobs)
+
+
 class Rule(NamedTuple):
     name: str
     fn: Callable
     label: str
     branches: tuple[str, ...]  # positional: uncond | pos | neg | cond | weak | weak_uncond | rand
-    params: dict[str, Param]
+    params: dict[str, Param]  # the rule's knobs (those fn takes, and those of step_knobs)
     optional_pos: bool = False  # takes eps_pos= when a positive concept is given
-    state: str | None = None  # "tracked" | "oracle": DNG's p(n | x_t), carried by the sampler
-    state_params: dict[str, Param] = {}  # knobs of the state or of step_knobs, not of fn
+    state: State | None = None  # per-sample state carried along the chain (DNG's posterior)
     weak: str = "weak"  # model of the 'weak' branch: weak (shipped weak net | δ-blur), sims, skip
-    eta: float | None = None  # the η its state needs, whatever the scene's (tracked DNG: 1)
     step_knobs: Callable | None = None  # (knobs, κ_t/κ_ref) -> the knobs of one step (MATH §3.1)
+    space: str = "eps"  # where fn acts: "eps", "x0" (x̂0) or "v" (flow velocity); MATH §3.4
 
     @property
     def all_params(self) -> dict[str, Param]:
         """Every knob of the rule, its own and its state's."""
-        return {**self.params, **self.state_params}
+        return {**self.params, **(self.state.params if self.state else {})}
+
+    @property
+    def fn_params(self) -> tuple[str, ...]:
+        """The knobs passed to fn: those of its keyword parameters."""
+        return tuple(k for k in self.params if k in _keywords(self.fn))
+
+
+@functools.cache
+def _keywords(fn: Callable) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
+
+
+SPACES = ("eps", "x0", "v")
+
+
+def to_space(space: str, eps: Array, x: Array, ab) -> Array:
+    """ε at the VP point x of level ᾱ in `space`: ε, x̂0 = (x − √(1−ᾱ)ε)/√ᾱ or v = ε − x̂0 (MATH §3.4)."""
+    if space == "eps":
+        return eps
+    x0 = (x - (1 - ab) ** 0.5 * eps) / ab**0.5
+    return x0 if space == "x0" else eps - x0
+
+
+def from_space(space: str, pred: Array, x: Array, ab) -> Array:
+    """Inverse of to_space: ε = (x − √ᾱ x̂0)/√(1−ᾱ), or ε = (x + √ᾱ v)/(√ᾱ + √(1−ᾱ)) from v."""
+    if space == "eps":
+        return pred
+    a, b = ab**0.5, (1 - ab) ** 0.5
+    if space == "x0":
+        return (x - a * pred) / b
+    # v = ε − x̂0 and x = a x̂0 + b ε  =>  ε = (x + a v)/(a + b)
+    return (x + a * pred) / (a + b)
 
 
 def _gamma(default):
@@ -258,7 +326,7 @@ def _gamma(default):
 _DNG_GAMMA = {
     "gamma": Param(5.0, 0.0, 20.0, help="negative guidance scale γ_n"),
     "gamma_pos": Param(
-        3.0, 0.0, 20.0, help="scale γ of the positive term (CFG's; with a positive concept)"
+        3.0, 0.0, 20.0, help="scale γ_p of the positive term (CFG's γ)", pos_only=True
     ),
 }
 # Toy defaults: Temp = 1 and no offset make the update Bayes' rule for the stochastic (η = 1) kernel,
@@ -282,6 +350,55 @@ _DNG_STATE = {
     "p_max": Param(0.8, 0.5, 0.999, help="upper clamp of the tracked posterior"),
 }
 
+_TRACK_KNOBS = ("temp", "offset", "p_min", "p_max")
+
+
+def _dng_init(x, knobs):
+    """The tracked p(n | x_T): the prior p_T for every sample."""
+    return _ones(x) * knobs["prior"]
+
+
+def _dng_read(p_neg, step: Step, knobs) -> dict:
+    return {"p_neg": p_neg}
+
+
+def _dng_update(p_neg, step: Step, knobs):
+    """Bayes' rule for the solver's (stochastic) step: `dng_track` (MATH §3)."""
+    return dng_track(
+        p_neg,
+        step.x,
+        step.x_next,
+        step.branches["neg"],
+        step.branches["uncond"],
+        step.ab,
+        step.ab_next,
+        **{k: knobs[k] for k in _TRACK_KNOBS},
+    )
+
+
+def _oracle_read(state, step: Step, knobs) -> dict:
+    """The exact p(n | x_t), clamped to [p_min, p_max] so that p/(1−p) stays finite."""
+    xp = array_namespace(step.x)
+    return {"p_neg": xp.clip(step.posterior(), knobs["p_min"], knobs["p_max"])}
+
+
+# off a trajectory the tracked posterior has no value: the field maps show the exact one
+TRACKED = State(
+    _dng_init,
+    _dng_read,
+    _dng_update,
+    _DNG_STATE,
+    eta=1.0,
+    field=lambda s, k: _oracle_read(None, s, k),
+)
+ORACLE = State(
+    lambda x, knobs: _ones(x) * 0,
+    _oracle_read,
+    lambda state, step, knobs: state,
+    {k: _DNG_STATE[k] for k in ("p_min", "p_max")},
+    exact=True,
+)
+
 _TAU_SCHEDULE = choice(
     ("constant", "kernel"),
     "τ over the steps: constant, or τ·κ_t/κ_ref with the reverse kernel's temperature "
@@ -295,92 +412,82 @@ def _kernel_tau(knobs: dict, kappa) -> dict:
     return {**knobs, "tau": knobs["tau"] * (1 + kernel * (kappa - 1))}
 
 
-RULES: dict[str, Rule] = {
-    r.name: r
-    for r in (
-        Rule("none", none, "No guidance", ("cond",), {}),
-        Rule("cfg", cfg, "CFG", ("uncond", "pos"), {"gamma": _gamma(3.0)}),
-        Rule("ncfg", ncfg, "Negated CFG", ("uncond", "neg"), {"gamma": _gamma(3.0)}, True),
-        Rule(
-            "ccfg",
-            ccfg,
-            "Contrastive CFG",
-            ("uncond", "neg"),
-            {
-                "gamma": _gamma(3.0),
-                "tau": Param(0.5, 1e-3, 10.0, True, "temperature τ of λ = 2σ(∓τ‖Δ‖²)"),
-            },
-            True,
-            state_params={"tau_schedule": _TAU_SCHEDULE},
-            step_knobs=_kernel_tau,
-        ),
-        Rule(
-            "dng",
-            dng,
-            "Dynamic negative guidance",
-            ("uncond", "neg"),
-            _DNG_GAMMA,
-            True,
-            "tracked",
-            _DNG_STATE,
-            eta=1.0,
-        ),
-        Rule(
-            "dng_oracle",
-            dng,
-            "DNG, exact posterior",
-            ("uncond", "neg"),
-            _DNG_GAMMA,
-            True,
-            "oracle",
-            {k: _DNG_STATE[k] for k in ("p_min", "p_max")},
-        ),
-        Rule(
-            "sd_negative",
-            sd_negative,
-            "SD negative prompt",
-            ("neg", "cond"),
-            {"gamma": _gamma(3.0)},
-        ),
-        Rule(
-            "perp_neg",
-            perp_neg,
-            "Perp-Neg",
-            ("uncond", "pos", "neg"),
-            {
-                "gamma": _gamma(3.0),
-                "w_neg": Param(1.0, 0.0, 5.0, help="weight of the perpendicular part"),
-            },
-        ),
-        Rule(
-            "autoguidance", autoguidance, "Autoguidance", ("cond", "weak"), {"gamma": _gamma(2.0)}
-        ),
-        Rule(
-            "cfg_weak",
-            cfg_weak,
-            "CFG, weak unconditional model",
-            ("weak_uncond", "pos"),
-            {"gamma": _gamma(3.0)},
-        ),
-        Rule(
-            "sims",
-            sims,
-            "SIMS (self-trained negative)",
-            ("cond", "weak"),
-            {"gamma": _gamma(1.0)},
-            weak="sims",
-        ),
-        Rule(
-            "perturbed",
-            perturbed,
-            "Perturbed-network guidance",
-            ("cond", "weak"),
-            {"gamma": _gamma(1.0)},
-            weak="skip",
-        ),
-        Rule("icg", icg, "Independent condition guidance", ("rand", "pos"), {"gamma": _gamma(3.0)}),
-    )
-}
+RULES: dict[str, Rule] = {}
+
+
+def register(r: Rule) -> Rule:
+    """Registers a rule (also from outside the package): its name becomes a `method` everywhere —
+    toydiff.run, scene JSON, the CLI, the app's controls, sweeps, the atlas and the bridge. Its knob
+    names, defaults and ranges are its Params; a name already registered is replaced. Returns it."""
+    if r.space not in SPACES:
+        raise ValueError(f"rule {r.name!r}: space {r.space!r} is not one of {', '.join(SPACES)}")
+    RULES[r.name] = r
+    return r
+
+
+for _r in (
+    Rule("none", none, "No guidance", ("cond",), {}),
+    Rule("cfg", cfg, "CFG", ("uncond", "pos"), {"gamma": _gamma(3.0)}),
+    Rule("ncfg", ncfg, "Negated CFG", ("uncond", "neg"), {"gamma": _gamma(3.0)}, True),
+    Rule(
+        "ccfg",
+        ccfg,
+        "Contrastive CFG",
+        ("uncond", "neg"),
+        {
+            "gamma": _gamma(3.0),
+            "tau": Param(0.5, 1e-3, 10.0, True, "temperature τ of λ = 2σ(∓τ‖Δ‖²)"),
+            "tau_schedule": _TAU_SCHEDULE,
+        },
+        True,
+        step_knobs=_kernel_tau,
+    ),
+    Rule("dng", dng, "Dynamic negative guidance", ("uncond", "neg"), _DNG_GAMMA, True, TRACKED),
+    Rule("dng_oracle", dng, "DNG, exact posterior", ("uncond", "neg"), _DNG_GAMMA, True, ORACLE),
+    Rule(
+        "sd_negative",
+        sd_negative,
+        "SD negative prompt",
+        ("neg", "cond"),
+        {"gamma": _gamma(3.0)},
+    ),
+    Rule(
+        "perp_neg",
+        perp_neg,
+        "Perp-Neg",
+        ("uncond", "pos", "neg"),
+        {
+            "gamma": _gamma(3.0),
+            "w_neg": Param(1.0, 0.0, 5.0, help="weight of the perpendicular part"),
+        },
+    ),
+    Rule("autoguidance", autoguidance, "Autoguidance", ("cond", "weak"), {"gamma": _gamma(2.0)}),
+    Rule(
+        "cfg_weak",
+        cfg_weak,
+        "CFG, weak unconditional model",
+        ("weak_uncond", "pos"),
+        {"gamma": _gamma(3.0)},
+    ),
+    Rule(
+        "sims",
+        sims,
+        "SIMS (self-trained negative)",
+        ("cond", "weak"),
+        {"gamma": _gamma(1.0)},
+        weak="sims",
+    ),
+    Rule(
+        "perturbed",
+        perturbed,
+        "Perturbed-network guidance",
+        ("cond", "weak"),
+        {"gamma": _gamma(1.0)},
+        weak="skip",
+    ),
+    Rule("icg", icg, "Independent condition guidance", ("rand", "pos"), {"gamma": _gamma(3.0)}),
+):
+    register(_r)
 
 
 def rule(name: str) -> Rule:
@@ -401,18 +508,25 @@ def needs_negative(r: Rule) -> bool:
 
 
 def apply(
-    r: Rule, branches: dict[str, Array], knobs: dict, p_neg=None, kappa=1.0
+    r: Rule, branches: dict[str, Array], knobs: dict, extra: dict | None = None, kappa=1.0, at=None
 ) -> tuple[Array, dict]:
-    """(eps, info) of rule r on named branch outputs; knobs must hold r.all_params (extras ignored).
+    """(eps, info) of rule r on named branch outputs (ε); knobs must hold r.params (extras ignored).
 
-    kappa: the step's kernel temperature κ_t/κ_ref (schedule.kernel_temperature), for step_knobs.
+    extra: keyword arguments from the rule's state (State.read); kappa: the step's kernel
+    temperature κ_t/κ_ref for step_knobs; at = (x, ᾱ): where the branches were evaluated, needed by
+    a rule that acts in x̂0 or v space (its branches are converted there and its output back to ε;
+    a re-noising prediction it returns as info["renoise"] is converted too).
     """
     if r.step_knobs is not None:
         knobs = r.step_knobs(knobs, kappa)
-    kwargs = {k: knobs[k] for k in r.params}
+    kwargs = {k: knobs[k] for k in r.fn_params}
+    if r.space != "eps":
+        branches = {b: to_space(r.space, e, *at) for b, e in branches.items()}
     if r.optional_pos and "pos" in branches:
         kwargs["eps_pos"] = branches["pos"]
-    if r.state is not None:
-        kwargs["p_neg"] = p_neg
-    eps, info = r.fn(*(branches[b] for b in r.branches), **kwargs)
+    eps, info = r.fn(*(branches[b] for b in r.branches), **kwargs, **(extra or {}))
+    if r.space != "eps":
+        eps = from_space(r.space, eps, *at)
+        if info.get("renoise") is not None:
+            info["renoise"] = from_space(r.space, info["renoise"], *at)
     return eps, {k: v for k, v in info.items() if v is not None}

@@ -135,8 +135,11 @@ def reference(
         raise ValueError(f"draws: the baseline needs at least 5 draws, got {draws}")
     key = jax.random.key(1) if key is None else key
     n = min(n, ENERGY_MAX)
-    target = mixtures.sample(key, mix, n, positive, negative)
     threshold = off_support_threshold(mix) if threshold is None else threshold
+    if not np.any(np.isfinite(np.asarray(mixtures.log_weights(mix, positive, negative)))):
+        nan = float("nan")  # p(x | p, ¬n) has no mass: no target, no distance to it
+        return Reference(threshold, jnp.zeros((0, 2), jnp.float32), nan, nan, nan)
+    target = mixtures.sample(key, mix, n, positive, negative)
     pairs = mixtures.sample(jax.random.fold_in(key, 1), mix, 2 * draws * n, positive, negative)
     base = np.asarray(_null_energies(pairs.reshape(draws, 2, n, 2)), np.float64)
     return Reference(
@@ -186,8 +189,9 @@ def evaluate(
     """Every MATH §4 metric of final samples x0 (N, 2) as Python numbers, NaN where undefined:
     leakage without a negative concept, alignment without a positive one, nll with no finite
     sample, energy with fewer than 2 finite samples (the U-statistic's within-set mean has no
-    pair), and the baseline for fewer than 2 samples. Metrics are of the finite samples; the others
-    are counted in non_finite (and diverged) and as off-support."""
+    pair), energy and its baseline when the target p(x | p, ¬n) is empty or for fewer than 2
+    samples. Metrics are of the finite samples; the others are counted in non_finite (and
+    diverged) and as off-support."""
     x0 = np.asarray(x0, np.float32)
     finite = _finite(x0)
     ref = _reference_cached(mix, positive, negative, len(x0), threshold) if ref is None else ref
@@ -195,9 +199,12 @@ def evaluate(
     post = lambda c: (
         np.asarray(exact.posterior(mix, finite, 1.0, c)) if len(finite) else np.zeros(0)
     )
-    # the U-statistic needs two points for its within-set mean: NaN below that (undefined)
+    # the U-statistic needs two points in each set for its within-set means: NaN below that
+    # (undefined), and for an empty target (a concept whose removal leaves no component)
     energy = (
-        _energy_to(finite[:ENERGY_MAX], ref.target, ref.target_self) if len(finite) >= 2 else np.nan
+        _energy_to(finite[:ENERGY_MAX], ref.target, ref.target_self)
+        if len(finite) >= 2 and len(ref.target) >= 2
+        else np.nan
     )
     out = {
         "n": len(x0),

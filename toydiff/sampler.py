@@ -1,7 +1,8 @@
-"""DDIM(η) / DDPM sampling with `lax.scan`, guidance injected as a rule (MATH §1, §3).
+"""Guided sampling with `lax.scan`: a rule (guidance.py) inside a solver (solvers.py) (MATH §1, §3).
 
-One compile per `SamplerConfig` (rule, steps, points, schedule, positive or not): γ, τ, η, the
-interval, the seed, the concepts and the denoiser's weights are all traced.
+One compile per `SamplerConfig` (rule, steps, points, schedule, positive or not, solver): γ, τ, η,
+the interval, the seed, the concepts and the denoiser's weights are all traced. A rule's state
+(guidance.State) rides in the scan's carry; the sampler knows nothing of what it holds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import exact, guidance, schedule
+from . import exact, guidance, schedule, solvers
 from .denoisers import BRANCH_MODELS, Denoiser, eval_branches
 
 
@@ -24,6 +25,7 @@ class SamplerConfig:
     n: int = 2000
     has_pos: bool = False
     schedule: str = "linear"
+    solver: str = "ddim"
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -44,6 +46,10 @@ class SamplerConfig:
     def _resolve(self, branch: str) -> str:
         return self.unguided if branch == "cond" else branch
 
+    def levels(self):
+        """(steps + 1,) ᾱ of the solver's grid, from pure noise to the data (ᾱ = 1)."""
+        return solvers.solver(self.solver).grid(self.schedule, self.steps)
+
 
 class Cond(NamedTuple):
     pos: int  # positive concept index (ignored unless config.has_pos)
@@ -51,8 +57,8 @@ class Cond(NamedTuple):
 
 
 class SampleCarry(NamedTuple):
-    x: jax.Array  # (N, 2)
-    p_neg: jax.Array  # (N,) DNG's p(n | x_t); unused by other rules
+    x: jax.Array  # (N, 2) x_t (VP coordinates, whatever the solver)
+    state: object  # the rule's state pytree (guidance.State), None without one
 
 
 class Result(NamedTuple):
@@ -64,8 +70,19 @@ class Result(NamedTuple):
 def effective_eta(rule: str, eta: float) -> float:
     """The η a run uses: the scene's, or the one the rule's state needs (tracked DNG filters a
     stochastic chain: η = 1, MATH §3)."""
-    required = guidance.rule(rule).eta
-    return float(eta if required is None else required)
+    state = guidance.rule(rule).state
+    return float(eta if state is None or state.eta is None else state.eta)
+
+
+def check(config: SamplerConfig) -> None:
+    """ValueError when the rule's state cannot run on the solver (a stochastic chain needs one)."""
+    r, s = guidance.rule(config.rule), solvers.solver(config.solver)
+    if r.state is not None and r.state.eta is not None and not s.stochastic:
+        ok = ", ".join(n for n, v in solvers.SOLVERS.items() if v.stochastic)
+        raise ValueError(
+            f"solver: {config.rule!r} updates its state on a stochastic step; solver "
+            f"{config.solver!r} is deterministic (use {ok})"
+        )
 
 
 def default_knobs(rule: str, **overrides) -> dict[str, float]:
@@ -91,46 +108,32 @@ def branch_concepts(config: SamplerConfig, mix, cond: Cond, key: jax.Array) -> j
 
 
 def guided_eps(
-    config: SamplerConfig, den: Denoiser, concepts, knobs, x, t, alpha_bar, p_neg, kappa=1.0
+    config: SamplerConfig, den: Denoiser, concepts, knobs, x, t, alpha_bar, extra, kappa=1.0
 ):
-    """(ε̂, branches, info): the rule applied to every branch at x_t, inside the guidance interval;
-    kappa is the step's kernel temperature κ_t/κ_ref (schedule.kernel_temperature)."""
+    """(Prediction, branches): the rule applied to every branch at x_t, inside the guidance interval.
+
+    extra: the rule state's keyword arguments (State.read); kappa: the step's kernel temperature
+    κ_t/κ_ref (schedule.kernel_temperature)."""
     r = guidance.rule(config.rule)
     models = tuple(BRANCH_MODELS[b] for b in config.branches)
     eps_all = eval_branches(den, models, x, t, alpha_bar, concepts)  # (B, N, 2)
     branches = dict(zip(config.branches, eps_all))
     branches.update({b: branches[config._resolve(b)] for b in r.branches})
-    eps, info = guidance.apply(r, branches, knobs, p_neg, kappa)
+    eps, info = guidance.apply(r, branches, knobs, extra, kappa, at=(x, alpha_bar))
+    renoise = info.pop("renoise", eps)
     unguided = branches[config.unguided]
-    eps = guidance.interval(eps, unguided, t, t_lo=knobs["t_lo"], t_hi=knobs["t_hi"])
+    inside = lambda e: guidance.interval(e, unguided, t, t_lo=knobs["t_lo"], t_hi=knobs["t_hi"])
+    eps, renoise = inside(eps), inside(renoise)
     info["guidance_norm"] = jnp.sqrt(jnp.sum((eps - unguided) ** 2, -1))
     for name in ("neg", "pos"):
         if name in branches and "uncond" in branches:
             info[f"d_{name}_sq"] = jnp.sum((branches[name] - branches["uncond"]) ** 2, -1)  # ‖Δ‖²
-    return eps, branches, info
+    return solvers.Prediction(eps, renoise, info), branches
 
 
-def oracle_p_neg(den: Denoiser, cond: Cond, x, alpha_bar, knobs) -> jax.Array:
-    """(N,) exact p(n | x_t), clamped to [p_min, p_max] so that p/(1−p) stays finite."""
-    p = exact.posteriors(den.mix, x, alpha_bar)[:, cond.neg]
-    return jnp.clip(p, knobs.get("p_min", 1e-6), knobs.get("p_max", 0.999))
-
-
-def _ddim(x, eps, ab, ab_next, sigma, z):
-    """One DDIM step: x_t' = √ᾱ' x̂0 + √(1−ᾱ'−σ²) ε̂ + σz, and x̂0 (MATH §1)."""
-    x0_hat = (x - jnp.sqrt(1 - ab) * eps) / jnp.sqrt(ab)
-    return (
-        jnp.sqrt(ab_next) * x0_hat
-        + jnp.sqrt(jnp.maximum(1 - ab_next - sigma**2, 0.0)) * eps
-        + sigma * z
-    )
-
-
-def ddim_eps_coef(ab, ab_next, sigma):
-    """b_t, the coefficient of ε̂ in the DDIM update: √(1−ᾱ'−σ²) − √(ᾱ'/ᾱ)·√(1−ᾱ) (MATH §3.1)."""
-    return jnp.sqrt(jnp.maximum(1 - ab_next - sigma**2, 0.0)) - jnp.sqrt(ab_next / ab) * jnp.sqrt(
-        1 - ab
-    )
+def exact_posterior(den: Denoiser, cond: Cond, x, alpha_bar):
+    """() -> (N,) the exact p(n | x_t) (guidance.Step.posterior): the oracle rules read it."""
+    return lambda: exact.posteriors(den.mix, x, alpha_bar)[:, cond.neg]
 
 
 def push_neg(info: dict, b, inside) -> jax.Array | None:
@@ -141,47 +144,56 @@ def push_neg(info: dict, b, inside) -> jax.Array | None:
     return jnp.abs(b) * jnp.abs(info["scale_neg"]) * jnp.sqrt(info["d_neg_sq"]) * inside
 
 
+def model_at(config: SamplerConfig, den: Denoiser, concepts, knobs, extra, kappa, cache: dict):
+    """The solver's model(x, ᾱ) -> Prediction at any noise level (net time input t_of(ᾱ)); the
+    branches of its first call are kept in `cache` for the rule's state update."""
+
+    def model(x, ab):
+        t = schedule.t_of(config.schedule, ab)
+        pred, branches = guided_eps(config, den, concepts, knobs, x, t, ab, extra, kappa)
+        cache.setdefault("branches", branches)
+        cache.setdefault("t", t)
+        return pred
+
+    return model
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, knobs: dict) -> Result:
-    """Samples config.n points with the guided rule; the same key gives the same x_T and noises.
-
-    A rule whose state needs a stochastic chain (Rule.eta) runs with that η (effective_eta).
-    """
+    """Samples config.n points with the guided rule and the config's solver; the same key gives the
+    same x_T and noises. A rule whose state needs a stochastic chain (State.eta) runs with that η."""
+    check(config)
     init_key, rand_key, noise_key = jax.random.split(key, 3)
-    r = guidance.rule(config.rule)
-    eta = knobs["eta"] if r.eta is None else r.eta
+    r, solver = guidance.rule(config.rule), solvers.solver(config.solver)
+    eta = r.state.eta if r.state and r.state.eta is not None else knobs["eta"]
     concepts = branch_concepts(config, den.mix, cond, rand_key)
-    ts, ab_t, ab_next = schedule.step_alpha_bars(config.schedule, config.steps)
-    kappas = schedule.kernel_temperature(config.schedule, config.steps)
+    levels = config.levels()
+    kappas = schedule.kernel_temperature(config.schedule, config.steps, levels)
     x_T = jax.random.normal(init_key, (config.n, 2))
 
     def step(carry: SampleCarry, inputs):
-        i, t, ab, ab_n, kappa = inputs
-        p_neg = oracle_p_neg(den, cond, carry.x, ab, knobs) if r.state == "oracle" else carry.p_neg
-        eps, branches, info = guided_eps(config, den, concepts, knobs, carry.x, t, ab, p_neg, kappa)
-        sigma = schedule.ddim_sigma(ab, ab_n, eta)
+        i, ab, ab_n, kappa = inputs
+        at = guidance.Step(carry.x, ab, ab_n, posterior=exact_posterior(den, cond, carry.x, ab))
+        extra = r.state.read(carry.state, at, knobs) if r.state else {}
+        cache = {}
+        model = model_at(config, den, concepts, knobs, extra, kappa, cache)
         z = jax.random.normal(jax.random.fold_in(noise_key, i), carry.x.shape)
-        x_next = _ddim(carry.x, eps, ab, ab_n, sigma, z)
-        inside = (t >= knobs["t_lo"]) & (t <= knobs["t_hi"])
-        push = push_neg(info, ddim_eps_coef(ab, ab_n, sigma), inside)
+        x_next, pred, b = solver.step(model, carry.x, ab, ab_n, z, eta)
+        info = dict(pred.info)
+        inside = (cache["t"] >= knobs["t_lo"]) & (cache["t"] <= knobs["t_hi"])
+        push = push_neg(info, b, inside)
         if push is not None:
             info["push_neg"] = push
-        if r.state == "tracked":  # DNG: Bayes' rule for the step of the stochastic kernel
-            p_neg = guidance.dng_track(
-                p_neg,
-                carry.x,
-                x_next,
-                branches["neg"],
-                branches["uncond"],
-                ab,
-                ab_n,
-                **{k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")},
+        state = carry.state
+        if r.state:
+            state = r.state.update(
+                state, at._replace(x_next=x_next, branches=cache["branches"]), knobs
             )
-        return SampleCarry(x_next, p_neg), (x_next, info)
+        return SampleCarry(x_next, state), (x_next, info)
 
-    carry = SampleCarry(x_T, jnp.full(config.n, knobs.get("prior", 0.0), jnp.float32))
-    inputs = (jnp.arange(config.steps), jnp.asarray(ts, jnp.float32), ab_t, ab_next, kappas)
-    carry, (xs, info) = jax.lax.scan(step, carry, inputs)
+    state = r.state.init(x_T, knobs) if r.state else None
+    inputs = (jnp.arange(config.steps), jnp.asarray(levels[:-1]), jnp.asarray(levels[1:]), kappas)
+    carry, (xs, info) = jax.lax.scan(step, SampleCarry(x_T, state), inputs)
     return Result(carry.x, jnp.concatenate([x_T[None], xs]), info)
 
 

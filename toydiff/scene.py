@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import denoisers, exact, fields, guidance, metrics, mixtures, sampler, schedule
+from . import denoisers, exact, fields, guidance, metrics, mixtures, sampler, solvers
 from .mixtures import Mixture
 from .schedule import T, alpha_bars
 
@@ -28,8 +29,12 @@ _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
     "t": (0.0, float(T - 1)),
 }
 _INTS = ("steps", "n", "seed")
-_RULE_PARAMS = {k: p for r in guidance.RULES.values() for k, p in r.all_params.items()}
-_CHOICES = {k: p for k, p in _RULE_PARAMS.items() if p.choices}  # named knobs: strings in a scene
+_STRINGS = ("preset", "positive", "negative", "method", "score", "schedule", "weak", "solver")
+
+
+def knob_names() -> tuple[str, ...]:
+    """Every knob name of every registered rule (flat scene keys besides the fields)."""
+    return tuple(dict.fromkeys(k for r in guidance.RULES.values() for k in r.all_params))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,44 +44,71 @@ class Scene:
     positive: str | None = None
     negative: str | None = "C"
     method: str = "ccfg"
-    gamma: float = 3.0
-    tau: float = 0.5
-    gamma_pos: float = _RULE_PARAMS["gamma_pos"].default  # DNG's positive scale
-    tau_schedule: str = _RULE_PARAMS["tau_schedule"].initial  # CCFG: constant | kernel
-    w_neg: float = _RULE_PARAMS["w_neg"].default
-    prior: float = _RULE_PARAMS["prior"].default
-    temp: float = _RULE_PARAMS["temp"].default
-    offset: float = _RULE_PARAMS["offset"].default
-    p_min: float = _RULE_PARAMS["p_min"].default
-    p_max: float = _RULE_PARAMS["p_max"].default
+    params: dict = dataclasses.field(default_factory=dict)  # the rule's knobs; flat keys in JSON
     steps: int = 50
     eta: float = 0.0
     n: int = 2000
     seed: int = 0
     score: str = "exact"
     schedule: str = "linear"
+    solver: str = "ddim"  # toydiff.solvers.SOLVERS
     t_lo: float = 0.0
     t_hi: float = float(T)
     delta: float = 0.3  # blur of the exact weak model (autoguidance)
     weak: str | None = None  # guide: a WEAK_MODELS name; None: blur for exact scores, else shipped
     t: float = 500.0  # timestep of the vector-field view
 
+    def __post_init__(self):
+        """Fills the rule's knobs that `params` lacks with the registry's defaults."""
+        if self.method in guidance.RULES:
+            defaults = {k: p.initial for k, p in guidance.rule(self.method).all_params.items()}
+            object.__setattr__(self, "params", {**defaults, **self.params})
+
+    def __getattr__(self, name: str):
+        """A knob of the scene's rule as an attribute (scene.gamma)."""
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no field or knob {name!r}")
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        """The scene's own keys (every JSON key but the rule's knobs)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "params")
+
     @classmethod
     def from_dict(cls, data: Any) -> Scene:
-        """A validated scene; absent keys take defaults, anything else wrong raises ValueError."""
+        """A validated scene; absent keys take defaults (the rule's knobs: the registry's),
+        anything else wrong, a knob the rule does not have included, raises ValueError."""
         if not isinstance(data, dict):
             raise ValueError(f"scene: expected a JSON object, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
+        names, knobs = cls.fields(), knob_names()
+        unknown = sorted(set(data) - set(names) - set(knobs))
         if unknown:
-            raise ValueError(f"scene: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
+            raise ValueError(
+                f"scene: unknown key {unknown[0]!r}; valid keys: {', '.join(names)} and the "
+                f"rule's knobs ({', '.join(knobs)})"
+            )
         data = dict(data)
+        method = _str("method", data.get("method", "ccfg"))
+        rule = guidance.rule(method)
+        params = {k: data.pop(k) for k in list(data) if k in knobs and k not in names}
+        foreign = sorted(set(params) - set(rule.all_params))
+        if foreign:
+            raise ValueError(
+                f"{foreign[0]}: not a knob of {method!r}; its knobs: "
+                f"{', '.join(rule.all_params) or 'none'}"
+            )
         if "mixture" in data and data["mixture"] is not None:
             data.setdefault("preset", None)
         if data.get("preset") is not None and "negative" not in data:
             data["negative"] = mixtures.preset_info(_str("preset", data["preset"])).negative
             data.setdefault("positive", mixtures.preset_info(data["preset"]).positive)
-        scene = cls(**{k: _coerce(k, v) for k, v in data.items()})
+        params = {k: _coerce_knob(rule.all_params[k], k, v) for k, v in params.items()}
+        scene = cls(**{k: _coerce(k, v) for k, v in data.items()}, params=params)
         scene.validate()
         return scene
 
@@ -90,16 +122,23 @@ class Scene:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict:
-        """Every field, JSON-ready (from_dict(to_dict()) == self)."""
-        return dataclasses.asdict(self)
+        """Every field and the rule's knobs as flat keys, JSON-ready (from_dict(to_dict()) == self)."""
+        out = {k: getattr(self, k) for k in self.fields()}
+        out["mixture"] = copy.deepcopy(self.mixture)
+        return {**out, **self.params}
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys): equal scenes give equal strings, usable as a cache key."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def replace(self, **changes) -> Scene:
-        """A validated copy with some fields changed."""
-        return Scene.from_dict({**self.to_dict(), **changes})
+        """A validated copy with some fields or knobs changed; a new method keeps the knobs it
+        shares with the old one and takes the registry's defaults for the others."""
+        data = self.to_dict()
+        if changes.get("method", self.method) != self.method:
+            keep = guidance.rule(changes["method"]).all_params
+            data = {k: v for k, v in data.items() if k not in self.params or k in keep}
+        return Scene.from_dict({**data, **changes})
 
     def validate(self):
         """Raises ValueError naming the first key whose value is out of range or inconsistent."""
@@ -121,20 +160,21 @@ class Scene:
         if self.weak is not None and self.weak not in WEAK_MODELS:
             raise ValueError(f"weak: {self.weak!r} is not one of {', '.join(WEAK_MODELS)}")
         alpha_bars(self.schedule)
-        for key, param in _CHOICES.items():
-            if getattr(self, key) not in param.choices:
-                raise ValueError(
-                    f"{key}: {getattr(self, key)!r} is not one of {', '.join(param.choices)}"
-                )
-        for key, (lo, hi) in {
-            **_LIMITS,
-            **{k: (p.lo, p.hi) for k, p in _RULE_PARAMS.items() if not p.choices},
-        }.items():
+        solvers.solver(self.solver)
+        for key, param in rule.all_params.items():
+            value = self.params[key]
+            if param.choices:
+                if value not in param.choices:
+                    raise ValueError(f"{key}: {value!r} is not one of {', '.join(param.choices)}")
+            elif not param.lo <= value <= param.hi:
+                raise ValueError(f"{key}: {value} is outside [{param.lo}, {param.hi}]")
+        for key, (lo, hi) in _LIMITS.items():
             value = getattr(self, key)
             if not lo <= value <= hi:
                 raise ValueError(f"{key}: {value} is outside [{lo}, {hi}]")
         if self.t_lo > self.t_hi:
             raise ValueError(f"t_lo: {self.t_lo} is above t_hi = {self.t_hi}")
+        sampler.check(self.sampler_config())
 
     def build_mixture(self) -> Mixture:
         """The scene's mixture: the preset, or the inline one (ValueError names the bad field)."""
@@ -158,9 +198,9 @@ class Scene:
 
     # -------------------------------------------------------------------------- what to run
     def sampler_config(self) -> sampler.SamplerConfig:
-        """The static part: rule, steps, points, schedule, positive or not."""
+        """The static part: rule, steps, points, schedule, positive or not, solver."""
         return sampler.SamplerConfig(
-            self.method, self.steps, self.n, self.positive is not None, self.schedule
+            self.method, self.steps, self.n, self.positive is not None, self.schedule, self.solver
         )
 
     def knobs(self) -> dict[str, float]:
@@ -176,8 +216,8 @@ class Scene:
 
     def knob(self, name: str) -> float:
         """A rule parameter's traced value: the number, or a choice knob's index."""
-        value = getattr(self, name)
-        return _CHOICES[name].index(value) if name in _CHOICES else value
+        param, value = guidance.rule(self.method).all_params[name], self.params[name]
+        return param.index(value) if param.choices else value
 
     def cond(self, mix: Mixture) -> sampler.Cond:
         """Concept indices (positive, negative); an absent concept becomes 0 and is never read."""
@@ -191,23 +231,33 @@ def _str(key: str, value) -> str:
     return value
 
 
+def _number(key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{key}: must be finite, got {value}")
+    return value
+
+
 def _coerce(key: str, value):
     """The value as the field's type; ValueError names the key (bools are not numbers)."""
     if key == "mixture":
         return value
     if key in ("preset", "positive", "negative", "weak") and value is None:
         return None
-    if key in ("preset", "positive", "negative", "method", "score", "schedule", "weak", *_CHOICES):
+    if key in _STRINGS:
         return _str(key, value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key}: expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{key}: must be finite, got {value}")
+    value = _number(key, value)
     if key in _INTS:
         if value != int(value):
             raise ValueError(f"{key}: expected an integer, got {value}")
         return int(value)
     return float(value)
+
+
+def _coerce_knob(param: guidance.Param, key: str, value):
+    """A knob's value: a choice knob's name (a string), else a float."""
+    return _str(key, value) if param.choices else float(_number(key, value))
 
 
 def weak_model(scene: Scene) -> str:
@@ -247,7 +297,7 @@ def denoiser(scene: Scene, mix: Mixture) -> denoisers.Denoiser:
 
 def exact_p_neg(scene: Scene, mix: Mixture, result: sampler.Result) -> np.ndarray:
     """(steps, N) the exact p(n | x_t) at the x_t of each step of the run (Result.traj[:-1])."""
-    _, ab, _ = schedule.step_alpha_bars(scene.schedule, scene.steps)
+    ab = scene.sampler_config().levels()[:-1]
     neg = mix.concept_index(scene.negative)
     post = jax.vmap(lambda x, a: exact.posteriors(mix, x, a)[:, neg])
     return np.asarray(post(jnp.nan_to_num(result.traj[:-1]), jnp.asarray(ab)))

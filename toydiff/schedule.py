@@ -77,10 +77,21 @@ def kappa_ref(kind: str, steps: int) -> float:
     return float(kernel_kappa(np.float64(ab_t[i]), np.float64(ab_next[i])))
 
 
-def kernel_temperature(kind: str, steps: int) -> np.ndarray:
-    """(steps,) float32 κ_t/κ_ref per sampling step, capped at KAPPA_MAX; 1 for a single step."""
-    _, ab_t, ab_next = step_alpha_bars(kind, steps)
+def kernel_temperature(kind: str, steps: int, levels: np.ndarray | None = None) -> np.ndarray:
+    """(steps,) float32 κ_t/κ_ref per sampling step, capped at KAPPA_MAX; 1 for a single step.
+    levels: the (steps + 1,) ᾱ of a solver's grid (default: this schedule's DDIM timesteps)."""
+    if levels is None:
+        _, ab_t, ab_next = step_alpha_bars(kind, steps)
+    else:
+        ab_t, ab_next = levels[:-1], levels[1:]
     if steps == 1:
         return np.ones(1, np.float32)
-    kappa = kernel_kappa(ab_t.astype(np.float64), ab_next.astype(np.float64))
-    return np.minimum(kappa / kappa_ref(kind, steps), KAPPA_MAX).astype(np.float32)
+    kappa = kernel_kappa(np.asarray(ab_t, np.float64), np.asarray(ab_next, np.float64))
+    return np.minimum(kappa / kappa[(steps - 1) // 2], KAPPA_MAX).astype(np.float32)
+
+
+def t_of(kind: str, ab):
+    """The (fractional) training timestep of a noise level ᾱ: the schedule's inverse, linear in ᾱ
+    between timesteps, clamped to [0, T−1] (ᾱ = 1 gives 0); exact at the schedule's own ᾱ_t."""
+    table = alpha_bars(kind)
+    return jnp.interp(ab, table[::-1], np.arange(T, dtype=np.float32)[::-1])

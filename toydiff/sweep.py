@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import metrics, sampler
+from . import guidance, metrics, sampler
 from .scene import Scene, denoiser
 
 GAMMAS = tuple(float(g) for g in np.round(np.geomspace(0.1, 10.0, 16), 4))
@@ -32,11 +32,12 @@ COLUMNS = (
 
 
 def grid_of(method: str, gammas=GAMMAS, taus=TAUS) -> list[dict]:
-    """The sweep's settings: γ for every rule, and γ × τ for rules with a τ."""
-    scene_taus = taus if method == "ccfg" else (None,)
+    """The sweep's settings: γ for every rule, and γ × τ for every rule with a knob τ."""
+    params = guidance.rule(method).all_params
+    scene_taus = taus if "tau" in params else (None,)
     return [
-        {"gamma": g, **({} if t is None else {"tau": t})}
-        for t, g in itertools.product(scene_taus, gammas)
+        {**({} if g is None else {"gamma": g}), **({} if t is None else {"tau": t})}
+        for t, g in itertools.product(scene_taus, gammas if "gamma" in params else (None,))
     ]
 
 
@@ -68,7 +69,7 @@ def run_sweep(scene: Scene, methods=None, gammas=GAMMAS, taus=TAUS, progress=Non
             rows.append(
                 {
                     "method": method,
-                    "gamma": s["gamma"],
+                    "gamma": s.get("gamma", float("nan")),
                     "tau": s.get("tau", float("nan")),
                     **{c: m[c] for c in COLUMNS[3:]},
                 }

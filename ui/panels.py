@@ -137,7 +137,8 @@ def run_pair_sweep(pair: dict, taus: tuple | None, progress=None) -> tuple[list[
     rows, start = [], time.perf_counter()
     for i, (side, scene) in enumerate(pair.items()):
         sub = None if progress is None else (lambda d, t, i=i: progress((i + d / t) / len(pair)))
-        rule_taus = taus if (taus and scene.method == "ccfg") else (scene.tau,)
+        has_tau = "tau" in scene.params  # any rule with a τ is τ-swept
+        rule_taus = taus if (taus and has_tau) else (scene.params.get("tau"),)
         for r in sweep.run_sweep(scene, [scene.method], sweep.GAMMAS, rule_taus, sub):
             rows.append({**r, "side": side})
     return rows, time.perf_counter() - start
@@ -152,10 +153,10 @@ def sweep_ui(pair: dict, net, denoiser_for):
         st.caption("Sweeps use each scene's shipped denoiser (a session net is not swept).")
     c1, c2, c3 = st.columns([2, 2, 1])
     with_tau = c1.toggle(
-        "sweep τ too (CCFG: 4 values)",
+        "sweep τ too (rules with a τ: 4 values)",
         False,
         key="sweep.tau",
-        help=f"CCFG columns sweep γ × τ ∈ {SWEEP_TAUS}; other rules γ only.",
+        help=f"Columns whose rule has a τ sweep γ × τ ∈ {SWEEP_TAUS}; other rules γ only.",
     )
     x = c2.selectbox(
         "x axis",
@@ -193,8 +194,8 @@ def sweep_ui(pair: dict, net, denoiser_for):
             r
             for r in rows
             if r["side"] == side
-            and np.isclose(r["gamma"], s.gamma)
-            and (r["tau"] != r["tau"] or np.isclose(r["tau"], s.tau))
+            and np.isclose(r["gamma"], s.params.get("gamma", np.nan))
+            and (r["tau"] != r["tau"] or np.isclose(r["tau"], s.params.get("tau", np.nan)))
         ]
         if hit:
             current[side] = (hit[0][x], hit[0]["leakage_hard"])
@@ -249,7 +250,9 @@ def animation_bytes(anim, fmt: str) -> bytes:
 
 def scene_title(scene: Scene, m: dict) -> str:
     rule = guidance.rule(scene.method)
-    params = "  ".join(f"{k}={getattr(scene, k):g}" for k in rule.params)
+    params = "  ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in scene.params.items()
+    )
     leak = "" if m["leakage_hard"] != m["leakage_hard"] else f"  leak={m['leakage_hard']:.1%}"
     return f"{rule.label}  {params}{leak}  off={m['off_support']:.1%}"
 

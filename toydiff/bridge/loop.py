@@ -31,7 +31,7 @@ def bridge_rule(name: str) -> guidance.Rule:
     """The registered rule, checked to need only branches an image model gives (∅, positive, negative)."""
     r = guidance.rule(name)
     missing = set(r.branches) - {*BRANCHES, "cond"}
-    if missing or r.state == "oracle":
+    if missing or (r.state is not None and r.state.exact):
         why = f"branch {', '.join(sorted(missing))}" if missing else "an exact posterior"
         raise ValueError(f"rule {name!r} needs {why}, which an image model does not give")
     return r
@@ -46,10 +46,14 @@ def default_knobs(name: str, **overrides) -> dict[str, float]:
 
 
 def guide(
-    r: guidance.Rule, branches: dict, knobs: dict, p_neg=None, kappa=1.0
+    r: guidance.Rule, branches: dict, knobs: dict, extra=None, kappa=1.0, at=None
 ) -> tuple[torch.Tensor, dict]:
-    """(ε̂, info): rule r on the branches ("cond" = the positive prompt) plus ‖Δ_n‖², ‖Δ_p‖², ‖ε̂ − ε_p‖."""
-    eps, info = guidance.apply(r, {**branches, "cond": branches["pos"]}, knobs, p_neg, kappa)
+    """(ε̂, info): rule r on the branches ("cond" = the positive prompt) plus ‖Δ_n‖², ‖Δ_p‖², ‖ε̂ − ε_p‖.
+
+    extra: the rule state's keyword arguments (guidance.State.read); at = (x_t, ᾱ_t) for rules that
+    act in x̂0 or v space."""
+    eps, info = guidance.apply(r, {**branches, "cond": branches["pos"]}, knobs, extra, kappa, at)
+    info.pop("renoise", None)  # the diffusers scheduler re-noises with ε̂
     sq = guidance._sq_norm  # float32 even for float16 branches
     info["d_neg_sq"] = sq(branches["neg"] - branches["uncond"])  # (B,)
     info["d_pos_sq"] = sq(branches["pos"] - branches["uncond"])  # (B,)
@@ -73,8 +77,8 @@ def _step_kwargs(r: guidance.Rule, scheduler, step_kwargs: dict | None) -> dict:
     kwargs = dict(step_kwargs or {})
     params = inspect.signature(scheduler.step).parameters
     takes = "eta" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-    if r.eta is not None and takes:
-        kwargs["eta"] = r.eta
+    if r.state is not None and r.state.eta is not None and takes:
+        kwargs["eta"] = r.state.eta
     return kwargs
 
 
@@ -90,12 +94,11 @@ def sample(
     step_kwargs=None,
     hook: Hook | None = None,
 ) -> LoopResult:
-    """Denoises latents with the guided rule; DNG's p_t rides along like the toy sampler's carry,
-    updated by the same `guidance.dng_track` on the steps of the stochastic kernel (η = 1)."""
+    """Denoises latents with the guided rule; its state (DNG's p_t) rides along like the toy
+    sampler's carry, through the same guidance.State functions (DNG: Bayes' rule for the steps of
+    the stochastic kernel, η = 1, where the scheduler takes η)."""
     r = bridge_rule(rule)
-    p_neg = torch.full(
-        latents.shape[:1], knobs.get("prior", 0.0), dtype=torch.float32, device=latents.device
-    )
+    state = r.state.init(latents.float(), knobs) if r.state else None
     step_kwargs = _step_kwargs(r, scheduler, step_kwargs)
     ref = None
     rows = []
@@ -108,26 +111,23 @@ def sample(
             float(schedule.kernel_kappa(float(ab), float(ab_next))) / ref, schedule.KAPPA_MAX
         )
         x_in = scheduler.scale_model_input(latents, t)  # the VP x_t for Euler-type schedulers too
+        ab32, ab_next32 = (a.to(latents.device, torch.float32) for a in (ab, ab_next))
+        at = guidance.Step(x_in.float(), ab32, ab_next32)
+        extra = r.state.read(state, at, knobs) if r.state else None
         branches = eps_fn(x_in, t)
-        eps, info = guide(r, branches, knobs, p_neg, kappa)
+        eps, info = guide(r, branches, knobs, extra, kappa, (x_in, ab32))
         if hook is not None:
             hook(i, t, branches, eps, info)
         latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
-        if r.state == "tracked":  # the toy sampler's update, on the VP x_t and x_t'
+        if r.state:  # the toy sampler's update, on the VP x_t and x_t'
             x_next = (
                 scheduler.scale_model_input(latents, timesteps[i + 1])
                 if i + 1 < len(timesteps)
                 else latents
             )
-            p_neg = guidance.dng_track(
-                p_neg,
-                x_in.float(),
-                x_next.float(),
-                branches["neg"].float(),
-                branches["uncond"].float(),
-                ab.to(latents.device, torch.float32),
-                ab_next.to(latents.device, torch.float32),
-                **{k: knobs[k] for k in ("temp", "offset", "p_min", "p_max")},
+            float_branches = {k: v.float() for k, v in branches.items()}
+            state = r.state.update(
+                state, at._replace(x_next=x_next.float(), branches=float_branches), knobs
             )
         rows.append(info)
     return LoopResult(latents, stack_info(rows, timesteps))
