@@ -35,6 +35,12 @@ def test_weights_are_normalised():
         ("concepts", ("a", "a"), "concepts: names must be unique"),
         ("means", [[0, 0], [np.nan, 1]], "means: values must be finite"),
         ("means", "oops", "means: not a numeric array"),
+        # float32 ranges (issue 18, item 8): refused naming the field and the allowed range
+        ("means", [[0, 0], [1e30, 1]], "means: |value| must be ≤ 100, got 1e+30"),
+        ("covs", [np.eye(2), 1e-9 * np.eye(2)], "covs: eigenvalues must lie in [1e-06, 10000]"),
+        ("covs", [np.eye(2), 1e5 * np.eye(2)], "covs: eigenvalues must lie in [1e-06, 10000]"),
+        ("covs", [np.eye(2), np.diag([1e-3, 1e2])], "covs: condition number λmax/λmin must be ≤"),
+        ("weights", [1, 1e7], "weights: largest / smallest must be ≤ 1e+06, got 1e+07"),
     ],
 )
 def test_bad_fields_raise_one_line_errors_naming_the_field(field, value, message):
