@@ -33,7 +33,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import numpy as np  # noqa: E402
 
 import toydiff  # noqa: E402
-from toydiff import checkpoint, fields, guidance, mixtures, sampler, schedule  # noqa: E402
+from toydiff import checkpoint, fields, guidance, mixtures, plugins, sampler, schedule, solvers  # noqa: E402
 from toydiff import scene as scene_mod  # noqa: E402
 from toydiff import scenes as scenes_mod  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
@@ -115,6 +115,10 @@ def main():
         layout="wide",
         initial_sidebar_state="collapsed" if present else "auto",
     )
+    try:  # rules and solvers registered from outside ($TOYDIFF_PLUGINS, entry points)
+        plugins.load()
+    except ValueError as e:
+        st.error(str(e))
     state.load_url_once()
     state.apply_pending()
     present = lecture_ui()
@@ -350,6 +354,16 @@ def common_ui() -> dict:
         key="schedule",
         help="Discrete VP schedule of the sampler (the nets were trained on linear).",
     )
+    solver = sb.selectbox(
+        "solver",
+        list(solvers.SOLVERS),
+        key="solver",
+        format_func=lambda s: f"{s}: {solvers.SOLVERS[s].help}",
+        help="How a step moves x_t (toydiff.solvers): DDIM(η) on the schedule's timesteps, Euler "
+        "or Heun on the EDM σ grid, Euler on the rectified-flow path. Every path shares the "
+        "same exact mixture and nets. A rule whose state filters a stochastic chain (tracked "
+        "DNG) needs ddim.",
+    )
     return dict(
         preset=preset,
         mixture=mixture,
@@ -364,6 +378,7 @@ def common_ui() -> dict:
         n=int(n),
         seed=int(seed),
         schedule=schedule_kind,
+        solver=solver,
         t=float(ss.get("field_t", 500)),
     )
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import plugins
 from .scene import Scene
 
 
@@ -176,6 +177,11 @@ def cmd_bridge(args):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # rules and solvers registered from outside ($TOYDIFF_PLUGINS, entry points)
+        plugins.load()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if (
         argv[:1] == ["bridge"] and argv[1:2] and argv[1].startswith("digits-")
     ):  # digits-train | digits-table

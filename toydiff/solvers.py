@@ -151,10 +151,10 @@ def register(
     return SOLVERS[name]
 
 
-register("ddim", ddim, vp_grid, stochastic=True)
-register("heun", heun, karras_grid)
-register("euler", euler, karras_grid)
-register("flow_euler", flow_euler, flow_grid)
+register("ddim", ddim, vp_grid, stochastic=True, help="DDIM(η) on the schedule's timesteps")
+register("heun", heun, karras_grid, help="Heun (2nd order) on the EDM σ grid")
+register("euler", euler, karras_grid, help="Euler on the EDM σ grid")
+register("flow_euler", flow_euler, flow_grid, help="Euler on the rectified-flow path")
 
 
 def solver(name: str) -> Solver:

@@ -27,6 +27,7 @@ COMMON = (
     "n",
     "seed",
     "schedule",
+    "solver",
     "t",
 )  # settings the two columns share (one set of sidebar widgets)
 
@@ -71,6 +72,7 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
     for k in ("steps", "n", "seed"):
         ss[k] = int(getattr(left, k))
     ss["schedule"], ss["weak"] = left.schedule, left.weak or "default"
+    ss["solver"] = left.solver
     ss["field_t"] = int(round(left.t))
     if heat:
         ss["field_heat"] = heat
