@@ -225,84 +225,167 @@ def write(args, seeds: list[int], images: dict, infos: dict, knobs: dict, xl: bo
     print(f"wrote {out / 'grid.png'}, {out / 'weights.png'}, {out / 'diagnostics.json'}")
 
 
-# ------------------------------------------------------------------ digits (toydiff.bridge.digits / table)
+# ------------------------------------------------------- digits and fashion (bridge.digits / fashion / table)
 DIGITS_COMMANDS = ("digits-train", "digits-table")
+FASHION_COMMANDS = ("fashion-train", "fashion-table")
+# name -> defaults of <name>-train: UNet steps, batch, lr; judge epochs and batch; unguided check size
+TRAIN_DEFAULTS = {
+    "digits": dict(
+        steps=4000,
+        batch=64,
+        lr=1.5e-3,
+        judge_epochs=25,
+        judge_batch=64,
+        check_n=2000,
+        check_steps=50,
+    ),
+    "fashion": dict(
+        steps=2400, batch=64, lr=2e-3, judge_epochs=4, judge_batch=128, check_n=1000, check_steps=20
+    ),
+}
 
 
-def digits_main(argv: list[str]) -> int:
-    """`python -m toydiff bridge digits-train|digits-table --out DIR`: digits UNet, judge and table."""
-    p = argparse.ArgumentParser(prog="python -m toydiff bridge", description=digits_main.__doc__)
+def dataset(name: str):
+    """The bridge.digits.Dataset called name ('digits' | 'fashion'); another name -> ValueError."""
+    import importlib
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
+    module, attr = DATASETS[name]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+
+
+DATASETS = {
+    "digits": ("digits", "DIGITS"),
+    "fashion": ("fashion", "FASHION"),
+}  # name -> module, object
+
+
+def _dataset_parser(name: str) -> argparse.ArgumentParser:
+    """`<name>-train` and `<name>-table` with their options (defaults from TRAIN_DEFAULTS)."""
+    d = TRAIN_DEFAULTS[name]
+    p = argparse.ArgumentParser(prog="python -m toydiff bridge", description=dataset_main.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser(
-        "digits-train", help="train the digits UNet and judge (writes digits_{unet,judge}.*)"
+        f"{name}-train", help=f"train the {name} UNet and judge (writes {name}_{{unet,judge}}.*)"
     )
     t.add_argument("--out", default="pretrained", help="output folder (default pretrained/)")
-    t.add_argument("--steps", type=int, default=4000, help="UNet training steps")
-    t.add_argument("--batch", type=int, default=64, help="UNet batch size")
-    t.add_argument("--judge-epochs", type=int, default=25)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2, help="torch threads")
+    t.add_argument("--steps", type=int, default=d["steps"], help="UNet training steps")
+    t.add_argument("--batch", type=int, default=d["batch"], help="UNet batch size")
+    t.add_argument("--lr", type=float, default=d["lr"], help="UNet peak learning rate")
+    t.add_argument("--judge-epochs", type=int, default=d["judge_epochs"])
+    t.add_argument("--judge-batch", type=int, default=d["judge_batch"])
+    t.add_argument("--check-n", type=int, default=d["check_n"], help="unguided samples judged")
+    t.add_argument("--check-steps", type=int, default=d["check_steps"], help="their DDIM steps")
+    t.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    t.add_argument("--p-uncond", type=float, default=0.15, help="share of null-class labels")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep --out's judge and continue training --out's UNet (wall times add up)",
+    )
     s = sub.add_parser(
-        "digits-table", help="class-removal table: every negative rule × γ × removed class"
+        f"{name}-table", help="class-removal table: every negative rule × γ × removed class"
     )
     s.add_argument(
-        "--out", required=True, help="output folder (digits_table.md/.json, digits_pareto.png)"
+        "--out", required=True, help=f"output folder ({name}_table.md/.json and the plots)"
     )
     s.add_argument("--classes", default="0-9", help="removed classes: 0-9, 0,3,5 or a mix")
     s.add_argument("--n", type=int, default=300, help="samples per removed class and setting")
     s.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch", type=int, default=1000, help="samples per UNet call")
-    s.add_argument("--threads", type=int, default=2, help="torch threads")
     s.add_argument(
-        "--unet", default=None, help="UNet checkpoint stem (default pretrained/digits_unet)"
+        "--unet", default=None, help=f"UNet checkpoint stem (default pretrained/{name}_unet)"
     )
     s.add_argument(
-        "--judge", default=None, help="judge checkpoint stem (default pretrained/digits_judge)"
+        "--judge", default=None, help=f"judge checkpoint stem (default pretrained/{name}_judge)"
     )
+    for q in (t, s):
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=2, help="torch threads")
+    return p
+
+
+def dataset_main(argv: list[str], prog: str = "python -m toydiff bridge") -> int:
+    """`python -m toydiff bridge {digits,fashion}-{train,table} --out DIR`: a class-conditional UNet
+    and judge on 8×8 digits or 28×28 Fashion-MNIST, and its class-removal table."""
     import sys
 
-    args = p.parse_args(argv)
+    name = (argv[:1] or ["digits-"])[0].split("-")[0]
+    args = _dataset_parser(name if name in TRAIN_DEFAULTS else "digits").parse_args(argv)
     try:
         _require()
         import torch
 
         torch.set_num_threads(args.threads)
-        if args.command == "digits-train":
-            from . import digits
-
-            digits.train_all(
-                args.out,
-                args.steps,
-                args.batch,
-                judge_epochs=args.judge_epochs,
-                seed=args.seed,
-                threads=args.threads,
-                log=lambda m: print(m, flush=True),
-            )
+        data = dataset(name)
+        if args.command.endswith("-train"):
+            _train(args, data)
         else:
-            import shlex
-
-            from . import table
-
-            classes = parse_seeds(args.classes)
-            if any(c > 9 for c in classes) or args.n < 2 or args.steps < 1:
-                raise ValueError("--classes must lie in 0-9, --n >= 2 and --steps >= 1")
-            record = table.run(
-                args.out,
-                classes,
-                args.n,
-                args.steps,
-                args.seed,
-                batch=args.batch,
-                unet_stem=args.unet,
-                judge_stem=args.judge,
-                log=lambda m: print(m, flush=True),
-            )
-            command = "python -m toydiff bridge " + shlex.join(argv)
-            for path in table.write(record, args.out, command):
-                print(f"wrote {path}")
+            _table(args, data, f"{prog} " + __import__("shlex").join(argv))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+digits_main = dataset_main  # toydiff.__main__ routes `bridge digits-*` here
+
+
+def _train(args, data) -> None:
+    """Runs digits.train_all for the data set with the command's options."""
+    import torch
+
+    from . import digits
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    digits.train_all(
+        args.out,
+        args.steps,
+        args.batch,
+        args.lr,
+        judge_epochs=args.judge_epochs,
+        seed=args.seed,
+        threads=args.threads,
+        log=lambda m: print(m, flush=True),
+        data=data,
+        device=device,
+        judge_batch=args.judge_batch,
+        check_n=args.check_n,
+        check_steps=args.check_steps,
+        p_uncond=args.p_uncond,
+        resume=args.resume,
+    )
+
+
+def _table(args, data, command: str) -> None:
+    """Runs the class-removal table for the data set and writes its files (table or fashion_table)."""
+    import importlib
+
+    from . import table
+
+    classes = parse_seeds(args.classes)
+    if any(c > 9 for c in classes) or args.n < 2 or args.steps < 1:
+        raise ValueError("--classes must lie in 0-9, --n >= 2 and --steps >= 1")
+    report = importlib.import_module(f"{__package__}.{TABLES[data.name]}")
+    record = table.run(
+        args.out,
+        classes,
+        args.n,
+        args.steps,
+        args.seed,
+        grid=getattr(report, "DEFAULT_GRID", None),
+        batch=args.batch,
+        unet_stem=args.unet,
+        judge_stem=args.judge,
+        log=lambda m: print(m, flush=True),
+        data=data,
+    )
+    for path in report.write(record, args.out, command):
+        print(f"wrote {path}")
+
+
+TABLES = {
+    "digits": "table",
+    "fashion": "fashion_table",
+}  # data set -> module with write(record, ...)

@@ -14,7 +14,9 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -74,13 +76,38 @@ def class_rates(y: np.ndarray) -> np.ndarray:
     return np.bincount(y, minlength=N_CLASSES)[:N_CLASSES] / max(len(y), 1)
 
 
+class Dataset(NamedTuple):
+    """What the shared training, sampling and table code needs to know about one 10-class image set."""
+
+    name: str  # checkpoint kinds and stems: <name>_unet, <name>_judge
+    load: Callable  # split 'train' | 'test' | 'all' -> (x (N,1,H,W) in [−1,1], y (N,))
+    unet_config: dict
+    classes: tuple  # display names of the 10 classes
+    reference: str  # the split whose real images the table compares samples with (FD, P/R)
+    judge: dict  # Judge(**judge) config
+    augment: dict  # _augment's sigma_max, p_noise
+    description: str  # the data line of the checkpoint metadata
+
+
+DIGITS = Dataset(
+    "digits",
+    load,
+    UNET_CONFIG,
+    tuple(str(c) for c in range(N_CLASSES)),
+    "all",
+    {"width": 32, "feat": 64},
+    {"sigma_max": 0.5, "p_noise": 0.75},
+    "sklearn digits, 8×8, pixel/8 − 1 in [−1, 1]; training split (80 %)",
+)
+
+
 # ----------------------------------------------------------------------------------------------- judge
 class Judge(nn.Module):
-    """Small CNN classifier on 1×8×8 digits in [−1, 1]; `features` is the 64-d penultimate layer."""
+    """Small CNN classifier on 1×size×size images in [−1, 1]; `features` is the penultimate layer."""
 
-    def __init__(self, width: int = 32, feat: int = 64):
+    def __init__(self, width: int = 32, feat: int = 64, size: int = 8):
         super().__init__()
-        self.config = {"width": width, "feat": feat}
+        self.config = {"width": width, "feat": feat, "size": size}
         w = width
         self.body = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1),
@@ -92,7 +119,7 @@ class Judge(nn.Module):
             nn.GELU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(2 * w * 4, feat),
+            nn.Linear(2 * w * (size // 4) ** 2, feat),
             nn.GELU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(feat, N_CLASSES))
@@ -106,44 +133,69 @@ class Judge(nn.Module):
         return self.head(self.features(x))
 
 
-def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random ±1-pixel shifts and Gaussian noise of σ ~ U(0, 0.5) on 3/4 of the batch (fair to samples)."""
-    b = x.shape[0]
+def _augment(
+    x: torch.Tensor, g: torch.Generator, sigma_max: float = 0.5, p_noise: float = 0.75
+) -> torch.Tensor:
+    """Random ±1-pixel shifts and Gaussian noise of σ ~ U(0, sigma_max) on a p_noise share of the
+    batch (fair to samples, which are never quite clean)."""
+    b, s = x.shape[0], x.shape[-1]
     pad = nn.functional.pad(x, (1, 1, 1, 1), value=-1.0)
     dx, dy = torch.randint(0, 3, (2, b), generator=g)
-    x = torch.stack([pad[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8] for i in range(b)])
-    sigma = torch.rand(b, 1, 1, 1, generator=g) * 0.5 * (torch.rand(b, 1, 1, 1, generator=g) < 0.75)
+    x = torch.stack([pad[i, :, dy[i] : dy[i] + s, dx[i] : dx[i] + s] for i in range(b)])
+    noisy = torch.rand(b, 1, 1, 1, generator=g) < p_noise
+    sigma = torch.rand(b, 1, 1, 1, generator=g) * sigma_max * noisy
     return (x + sigma * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
-def train_judge(epochs: int = 40, batch: int = 64, seed: int = 0, log=print) -> tuple[Judge, dict]:
+def _progress(total: int, desc: str, log):
+    """A tqdm bar on stderr when log is print-like, else a silent one (tests pass their own log)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, mininterval=5, disable=log is None)
+
+
+def train_judge(
+    epochs: int = 40,
+    batch: int = 64,
+    seed: int = 0,
+    log=print,
+    data: Dataset | None = None,
+    lr: float = 2e-3,
+    device: str = "cpu",
+) -> tuple[Judge, dict]:
     """(judge, record): the CNN trained on the training split with noise/shift augmentation."""
+    data = data or DIGITS
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    x, y = map(torch.from_numpy, load("train"))
-    xt, yt = map(torch.from_numpy, load("test"))
-    net = Judge()
-    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
+    x, y = map(torch.from_numpy, data.load("train"))
+    xt, yt = map(torch.from_numpy, data.load("test"))
+    net = Judge(**data.judge, size=x.shape[-1]).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(y) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     t0 = time.time()
+    bar = _progress(steps, f"{data.name} judge", log)
     for ep in range(epochs):
         net.train()
         perm = torch.randperm(len(y), generator=g)
         for i in range(0, len(y), batch):
             j = perm[i : i + batch]
-            loss = nn.functional.cross_entropy(net(_augment(x[j], g)), y[j], label_smoothing=0.05)
+            xb = _augment(x[j], g, **data.augment).to(device)
+            loss = nn.functional.cross_entropy(net(xb), y[j].to(device), label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-        if (ep + 1) % 10 == 0:
+            bar.update()
+        if (ep + 1) % max(1, min(10, epochs // 4)) == 0 and log:
             log(
                 f"judge epoch {ep + 1}/{epochs} loss {loss.item():.3f} "
                 f"held-out acc {accuracy(net, xt, yt):.4f}"
             )
+    bar.close()
     wall = time.time() - t0
-    net.eval()
+    net.cpu().eval()
+    a = data.augment
     record = {
         "epochs": epochs,
         "batch": batch,
@@ -152,7 +204,8 @@ def train_judge(epochs: int = 40, batch: int = 64, seed: int = 0, log=print) -> 
         "test_accuracy": accuracy(net, xt, yt),
         "train_size": len(y),
         "test_size": len(yt),
-        "augmentation": "±1 px shifts; Gaussian noise σ~U(0,0.5) on 3/4 of each batch",
+        "augmentation": f"±1 px shifts; Gaussian noise σ~U(0,{a['sigma_max']:g}) on "
+        f"{a['p_noise']:g} of each batch",
     }
     return net, record
 
@@ -160,9 +213,8 @@ def train_judge(epochs: int = 40, batch: int = 64, seed: int = 0, log=print) -> 
 @torch.no_grad()
 def accuracy(judge: Judge, x, y) -> float:
     """Fraction of x the judge labels y."""
-    judge.eval()
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
-    return float((judge(x).argmax(1) == y).float().mean())
+    labels, _, _ = judge_images(judge, torch.as_tensor(x))
+    return float((labels == np.asarray(y)).mean())
 
 
 @torch.no_grad()
@@ -171,9 +223,10 @@ def judge_images(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels (N,), max softmax (N,), features (N, feat)) the judge gives images x (N,1,8,8)."""
     judge.eval()
+    dev = next(judge.parameters()).device
     outs = []
     for i in range(0, len(x), batch):
-        f = judge.features(torch.as_tensor(x[i : i + batch]).float())
+        f = judge.features(torch.as_tensor(x[i : i + batch]).float().to(dev)).cpu()
         outs.append((f, judge.head(f).softmax(1)))
     f = torch.cat([o[0] for o in outs])
     p = torch.cat([o[1] for o in outs])
@@ -181,11 +234,11 @@ def judge_images(
 
 
 # ------------------------------------------------------------------------------------------------ unet
-def make_unet():
-    """A fresh UNet2DModel of UNET_CONFIG (≈ 0.65 M parameters)."""
+def make_unet(config: dict = UNET_CONFIG):
+    """A fresh UNet2DModel of config (digits' UNET_CONFIG: ≈ 0.65 M parameters)."""
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**UNET_CONFIG)
+    return UNet2DModel(**config)
 
 
 def make_scheduler(kind: str = "ddim"):
@@ -210,28 +263,36 @@ def train_unet(
     seed: int = 0,
     log=print,
     log_every: int = 500,
+    data: Dataset | None = None,
+    device: str = "cpu",
+    init: nn.Module | None = None,
 ) -> tuple[nn.Module, dict]:
-    """(EMA UNet, record): ε-prediction on the training split, labels dropped to NULL with p_uncond."""
+    """(EMA UNet, record): ε-prediction on the training split, labels dropped to NULL with p_uncond;
+    init: a UNet to continue from (weights and EMA start there)."""
+    data = data or DIGITS
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    x, y = map(torch.from_numpy, load("train"))
-    unet = make_unet()
-    avg = make_unet()
+    x, y = map(torch.from_numpy, data.load("train"))
+    unet = make_unet(data.unet_config).to(device)
+    if init is not None:
+        unet.load_state_dict(init.state_dict())
+    avg = make_unet(data.unet_config).to(device)
     avg.load_state_dict(unet.state_dict())
     avg.requires_grad_(False)
     sched = make_scheduler("ddpm")
-    ab = sched.alphas_cumprod.float()
+    ab = sched.alphas_cumprod.float().to(device)
     opt = torch.optim.AdamW(unet.parameters(), lr, weight_decay=1e-4)
     warm = 200
     lr_at = lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
     lrs = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     t0, run = time.time(), 0.0
+    bar = _progress(steps, f"{data.name} unet", log)
     for s in range(steps):
         j = torch.randint(0, len(y), (batch,), generator=g)
-        x0 = x[j]
-        labels = torch.where(torch.rand(batch, generator=g) < p_uncond, NULL, y[j])
-        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
+        x0 = x[j].to(device)
+        labels = torch.where(torch.rand(batch, generator=g) < p_uncond, NULL, y[j]).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g).to(device)
+        noise = torch.randn(x0.shape, generator=g).to(device)
         a = ab[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         loss = nn.functional.mse_loss(unet(xt, t, class_labels=labels).sample, noise)
@@ -245,12 +306,14 @@ def train_unet(
             for pa, pu in zip(avg.parameters(), unet.parameters()):
                 pa.lerp_(pu, 1 - d)
         run = 0.98 * run + 0.02 * loss.item() if s else loss.item()
-        if (s + 1) % log_every == 0:
+        bar.update()
+        if (s + 1) % log_every == 0 and log:
             log(f"unet step {s + 1}/{steps} loss {run:.4f} {time.time() - t0:.0f}s")
+    bar.close()
     wall = time.time() - t0
     for ba, bu in zip(avg.buffers(), unet.buffers()):
         ba.copy_(bu)
-    avg.eval()
+    avg.cpu().eval()
     record = {
         "steps": steps,
         "batch": batch,
@@ -262,6 +325,7 @@ def train_unet(
         "final_loss": round(run, 5),
         "train_size": len(y),
         "threads": torch.get_num_threads(),
+        "device": str(device),
     }
     return avg, record
 
@@ -303,8 +367,8 @@ def _load(stem, kind: str, build) -> tuple[nn.Module, dict]:
     for p in (meta_path, weights):
         if not p.is_file():
             raise ValueError(
-                f"{p}: checkpoint file missing (train it: python -m toydiff bridge digits-train "
-                f"--out {stem.parent})"
+                f"{p}: checkpoint file missing (train it: python -m toydiff bridge "
+                f"{kind.split('_')[0]}-train --out {stem.parent})"
             )
     try:
         meta = json.loads(meta_path.read_text())
@@ -337,7 +401,7 @@ def _load(stem, kind: str, build) -> tuple[nn.Module, dict]:
     return net.eval(), meta
 
 
-def load_unet(stem=UNET_STEM) -> tuple[nn.Module, dict]:
+def load_unet(stem=UNET_STEM, kind: str = "digits_unet") -> tuple[nn.Module, dict]:
     """(UNet2DModel, meta) from the shipped (or given) checkpoint; missing/corrupt -> ValueError."""
     from diffusers import UNet2DModel
 
@@ -347,12 +411,12 @@ def load_unet(stem=UNET_STEM) -> tuple[nn.Module, dict]:
         except Exception as e:
             raise ValueError(f"{stem}: bad UNet config ({e})") from None
 
-    return _load(stem, "digits_unet", build)
+    return _load(stem, kind, build)
 
 
-def load_judge(stem=JUDGE_STEM) -> tuple[Judge, dict]:
+def load_judge(stem=JUDGE_STEM, kind: str = "digits_judge") -> tuple[Judge, dict]:
     """(Judge, meta) from the shipped (or given) checkpoint; missing/corrupt -> ValueError."""
-    return _load(stem, "digits_judge", lambda cfg: Judge(**cfg))
+    return _load(stem, kind, lambda cfg: Judge(**cfg))
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -402,14 +466,15 @@ def sample(
     batch: int = 1000,
     hook=None,
 ) -> tuple[torch.Tensor, dict]:
-    """(images (n,1,8,8) clamped to [−1,1], per-step info) from bridge.loop.sample with DDIM(η=0)
-    (η = 1 for tracked DNG, whose posterior filters a stochastic chain).
+    """(images (n,1,S,S) clamped to [−1,1], per-step info) from bridge.loop.sample with DDIM(η=0)
+    (η = 1 for tracked DNG, whose posterior filters a stochastic chain); S = the UNet's sample_size.
 
     neg: a class, or an (n,) array of classes (one per sample); pos: NULL (unguided) or a class.
     """
     knobs = loop.default_knobs(rule, **(knobs or {}))
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn((n, 1, 8, 8), generator=g)
+    size = unet.config.sample_size
+    noise = torch.randn((n, 1, size, size), generator=g)
     neg_all = None if neg is None else torch.as_tensor(neg, dtype=torch.long).expand(n)
     pos_all = torch.as_tensor(pos, dtype=torch.long).expand(n)
     images, infos = [], []
@@ -467,46 +532,74 @@ def train_all(
     seed: int = 0,
     threads: int = 2,
     log=print,
+    data: Dataset | None = None,
+    device: str = "cpu",
+    judge_batch: int = 64,
+    check_n: int = 2000,
+    check_steps: int = 50,
+    p_uncond: float = 0.15,
+    resume: bool = False,
 ) -> dict:
-    """Trains judge and UNet, checks unguided samples, writes digits_{unet,judge}.* in out."""
+    """Trains judge and UNet, checks unguided samples, writes <name>_{unet,judge}.* in out.
+
+    resume: keep out's judge and continue training out's UNet (its record nests the earlier one, and
+    total_wall_time_s adds up both runs)."""
+    data = data or DIGITS
     torch.set_num_threads(threads)
     t_start = time.time()
     out = Path(out)
-    judge, jrec = train_judge(judge_epochs, seed=seed, log=log)
-    save(
-        out / "digits_judge",
-        judge,
-        "digits_judge",
-        judge.config,
-        train=jrec,
-        data="sklearn.datasets.load_digits, stratified 80/20 split (random_state=0); trained on the 80 %",
-    )
+    init, before = None, {}
+    if resume:
+        judge, jmeta = load_judge(out / f"{data.name}_judge", f"{data.name}_judge")
+        jrec = jmeta["train"]
+        init, umeta = load_unet(out / f"{data.name}_unet", f"{data.name}_unet")
+        before = {"continues": umeta["train"]}
+    else:
+        judge, jrec = train_judge(
+            judge_epochs, judge_batch, seed=seed, log=log, data=data, device=device
+        )
+        save(
+            out / f"{data.name}_judge",
+            judge,
+            f"{data.name}_judge",
+            judge.config,
+            train=jrec,
+            data=data.description + "; the judge's accuracy is on the held-out split",
+        )
     log(f"judge: held-out accuracy {jrec['test_accuracy']:.4f} in {jrec['wall_time_s']} s")
-    unet, urec = train_unet(unet_steps, batch, lr, seed=seed, log=log)
-    labels, conf, _ = judge_images(judge, sample(unet, "none", n=2000, steps=50, seed=seed)[0])
-    _, y_all = load("all")
+    unet, urec = train_unet(
+        unet_steps, batch, lr, p_uncond, seed=seed, log=log, data=data, device=device, init=init
+    )
+    urec.update(before)
+    x, _ = sample(unet, "none", n=check_n, steps=check_steps, seed=seed, batch=500)
+    labels, conf, _ = judge_images(judge, x)
+    _, y_all = data.load("all")
     check = {
-        "n": 2000,
-        "steps": 50,
+        "n": check_n,
+        "steps": check_steps,
         "rule": "none (null class)",
         "hist": np.round(class_rates(labels), 4).tolist(),
         "tv_vs_data": round(tv(class_rates(labels), class_rates(y_all)), 4),
         "off_manifold_share": round(float((conf < 0.5).mean()), 4),
     }
-    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in UNET_CONFIG.items()}
-    urec["total_wall_time_s"] = round(time.time() - t_start, 1)  # judge + UNet + the unguided check
+    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in data.unet_config.items()}
+    urec["total_wall_time_s"] = round(  # judge + UNet + the unguided check (+ the runs resumed)
+        time.time() - t_start + before.get("continues", {}).get("total_wall_time_s", 0.0), 1
+    )
     save(
-        out / "digits_unet",
+        out / f"{data.name}_unet",
         unet,
-        "digits_unet",
+        f"{data.name}_unet",
         cfg,
         scheduler=SCHEDULER_CONFIG,
         null_class=NULL,
         train=urec,
         unguided_check=check,
-        data="sklearn digits, 8×8, pixel/8 − 1 in [−1, 1]; training split (80 %)",
+        judge_test_accuracy=jrec["test_accuracy"],
+        data=data.description,
     )
     log(
-        f"unet: {urec['wall_time_s']} s, loss {urec['final_loss']}; unguided TV vs data {check['tv_vs_data']}"
+        f"unet: {urec['wall_time_s']} s, loss {urec['final_loss']}; unguided TV vs data "
+        f"{check['tv_vs_data']}; total {urec['total_wall_time_s']} s"
     )
     return {"judge": jrec, "unet": urec, "unguided": check}

@@ -7,7 +7,12 @@ Per rule and knob setting, averaged over the removed classes c:
 - KL: KL(histogram of the other 9 classes ‖ their data histogram, ≈ uniform);
 - pile: the largest ratio (share of one remaining class) / (its ideal share): mass piled onto one class;
 - FD: Fréchet distance of the judge's penultimate features to the real digits of the other 9 classes;
-- off: off-manifold share, judge max-softmax < 0.5.
+- off: off-manifold share, judge max-softmax < 0.5;
+- precision, recall: 5-nearest-neighbour balls in judge feature space (Kynkäänniemi et al. 2019)
+  against as many real images of the other classes (a fixed subset, the same for every rule).
+
+`run` takes the data set (`digits.Dataset`) as a plain argument: digits by default, `fashion.FASHION`
+for the Fashion-MNIST table (`fashion_table`).
 """
 
 from __future__ import annotations
@@ -43,8 +48,23 @@ def all_series(results: list[dict]) -> list[str]:
     return list(dict.fromkeys(series(r) for r in results if r["rule"] != "none"))
 
 
-def class_metrics(labels, conf, feats, c: int, data_y: np.ndarray, real_feats: np.ndarray) -> dict:
-    """Metrics of one removed class c from the judge's labels, confidences and features of its samples."""
+def precision_recall(gen: np.ndarray, real: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """(precision, recall): the share of gen inside some real sample's k-NN ball, and of real inside
+    some gen sample's (improved precision and recall, Kynkäänniemi et al. 2019)."""
+    from scipy.spatial.distance import cdist
+
+    r_real = np.sort(cdist(real, real), 1)[:, min(k, len(real) - 1)]  # column 0: the point itself
+    r_gen = np.sort(cdist(gen, gen), 1)[:, min(k, len(gen) - 1)]
+    d = cdist(gen, real)  # (G, R)
+    return float((d <= r_real[None]).any(1).mean()), float((d <= r_gen[:, None]).any(0).mean())
+
+
+def class_metrics(
+    labels, conf, feats, c: int, data_y: np.ndarray, real_feats: np.ndarray, ref=None
+) -> dict:
+    """Metrics of one removed class c from the judge's labels, confidences and features of its samples.
+
+    ref: real features of the other classes for precision and recall (None: not computed)."""
     from .digits import N_CLASSES, class_rates, frechet
 
     data = class_rates(data_y)
@@ -67,11 +87,19 @@ def class_metrics(labels, conf, feats, c: int, data_y: np.ndarray, real_feats: n
         "pile": pile,
         "fd": frechet(feats, real_feats[data_y != c]),
         "off": float((conf < 0.5).mean()),
+        **(
+            dict(zip(("precision", "recall"), precision_recall(feats, ref)))
+            if ref is not None
+            else {}
+        ),
     }
 
 
+METRICS = ("rate", "removal", "kl", "pile", "fd", "off", "precision", "recall")
+
+
 def _mean(rows: list[dict]) -> dict:
-    keys = ("rate", "removal", "kl", "pile", "fd", "off")
+    keys = [k for k in METRICS if k in rows[0]]
     out = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
     out["worst_removal"] = float(min(r["removal"] for r in rows))
     return out
@@ -88,18 +116,22 @@ def run(
     unet_stem=None,
     judge_stem=None,
     log=print,
+    data=None,
 ) -> dict:
     """The record (settings, per-class and mean metrics) of every rule × setting × removed class."""
     import torch
 
     from . import digits
 
+    data = data or digits.DIGITS
     grid = grid or DEFAULT_GRID
-    unet, umeta = digits.load_unet(unet_stem or digits.UNET_STEM)
-    judge, jmeta = digits.load_judge(judge_stem or digits.JUDGE_STEM)
-    x_all, y_all = digits.load("all")
+    pre = digits.PRETRAINED / data.name
+    unet, umeta = digits.load_unet(unet_stem or f"{pre}_unet", f"{data.name}_unet")
+    judge, jmeta = digits.load_judge(judge_stem or f"{pre}_judge", f"{data.name}_judge")
+    x_all, y_all = data.load(data.reference)
     _, _, real_feats = digits.judge_images(judge, torch.from_numpy(x_all))
     classes = [int(c) for c in classes]
+    refs = reference_sets(y_all, real_feats, classes, n, seed)
     neg = np.repeat(
         classes, n
     )  # one block of n samples per removed class, same noise for every rule
@@ -127,6 +159,7 @@ def run(
                 c,
                 y_all,
                 real_feats,
+                refs[c],
             )
             for i, c in enumerate(classes)
         ]
@@ -154,14 +187,33 @@ def run(
         "results": results,
         "wall_time_s": round(time.time() - t0, 1),
         "threads": torch.get_num_threads(),
+        "dataset": data.name,
+        "class_names": list(data.classes),
+        "reference": f"{data.reference} split, {len(y_all)} images",
         "judge_test_accuracy": jmeta["train"]["test_accuracy"],
         "unet_train": umeta["train"],
     }
     return record
 
 
+def reference_sets(y: np.ndarray, feats: np.ndarray, classes, n: int, seed: int) -> dict:
+    """class c -> features of n real images of the other classes (fixed draw): P/R's reference."""
+    rng = np.random.default_rng(seed)
+    return {c: feats[rng.choice(np.flatnonzero(y != c), n, replace=False)] for c in classes}
+
+
+def group(results: list[dict], classes) -> list[dict]:
+    """The result rows with their means taken over the removed classes in `classes` only."""
+    out = []
+    for r in results:
+        per = [p for p in r["per_class"] if p["class"] in classes]
+        out.append({**r, **_mean(per), "per_class": per} if per else r)
+    return out
+
+
 def matched(results: list[dict], name: str, target: float) -> dict | None:
-    """KL, FD, off and pile of a series, interpolated linearly in removal to target (None: unreached)."""
+    """KL, FD, off, pile (and P/R) of a series, interpolated linearly in removal to target (None:
+    unreached)."""
     rows = sorted(
         (r for r in results if r["rule"] != "none" and series(r) == name),
         key=lambda r: r["removal"],
@@ -170,8 +222,9 @@ def matched(results: list[dict], name: str, target: float) -> dict | None:
     if not len(rows) or rem.max() < target:
         return None
     out = {}
-    for k in ("kl", "fd", "off", "pile"):
-        out[k] = float(np.interp(target, rem, [r[k] for r in rows]))
+    for k in ("kl", "fd", "off", "pile", "precision", "recall"):
+        if k in rows[0]:
+            out[k] = float(np.interp(target, rem, [r[k] for r in rows]))
     return out
 
 
@@ -321,32 +374,7 @@ def pareto(record: dict):
     for ax, key, name in zip(
         axes, ("fd", "kl"), ("Fréchet distance (judge features)", "KL to ideal histogram")
     ):
-        base = res[
-            0
-        ]  # unguided: removal ≈ 0, drawn as a level so the x-axis can zoom on the sweeps
-        ax.axhline(
-            base[key], color="k", ls=":", lw=1, label=f"unguided ({base[key]:.3g}, removal ≈ 0)"
-        )
-        for rule in all_series(res):
-            rows = [r for r in res if r["rule"] != "none" and series(r) == rule]
-            (line,) = ax.plot(
-                [100 * r["removal"] for r in rows], [r[key] for r in rows], "o-", label=rule
-            )
-            for r in rows:
-                ax.annotate(
-                    f"γ={r['knobs']['gamma']:g}",
-                    (100 * r["removal"], r[key]),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                    color=line.get_color(),
-                )
-        ax.axvline(95, color="0.7", ls="--", lw=0.8)
-        lo = min(100 * r["removal"] for r in res[1:]) if len(res) > 1 else 0.0
-        ax.set_xlim(max(lo - 3, 0.0), 100.5)
-        ax.set_xlabel("removal of the negative class (%)  →  better")
-        ax.set_ylabel(f"{name}  (lower is better)")
-        ax.grid(alpha=0.3)
+        tradeoff_axes(ax, res, key, f"{name}  (lower is better)")
     axes[0].legend(fontsize=8)
     fig.suptitle(
         f"Digits class removal, mean over classes {record['classes']}, {record['n_per_class']}/class, "
@@ -356,14 +384,47 @@ def pareto(record: dict):
     return fig
 
 
+def tradeoff_axes(ax, res: list[dict], key: str, ylabel: str, annotate: bool = True) -> None:
+    """Draws removal (x) against res rows' `key` (y) on ax: one line per series, unguided as a level."""
+    base = res[0]  # unguided: removal ≈ 0, drawn as a level so the x-axis can zoom on the sweeps
+    ax.axhline(base[key], color="k", ls=":", lw=1, label=f"unguided ({base[key]:.3g}, removal ≈ 0)")
+    for rule in all_series(res):
+        rows = [r for r in res if r["rule"] != "none" and series(r) == rule]
+        (line,) = ax.plot(
+            [100 * r["removal"] for r in rows], [r[key] for r in rows], "o-", label=rule
+        )
+        for r in rows if annotate else ():
+            ax.annotate(
+                f"γ={r['knobs']['gamma']:g}",
+                (100 * r["removal"], r[key]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+                color=line.get_color(),
+            )
+    ax.axvline(95, color="0.7", ls="--", lw=0.8)
+    lo = min(100 * r["removal"] for r in res[1:]) if len(res) > 1 else 0.0
+    ax.set_xlim(max(lo - 3, 0.0), 100.5)
+    ax.set_xlabel("removal of the negative class (%)  →  better")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
 def write(record: dict, out, command: str, notes: str = "") -> list[Path]:
     """Writes digits_table.md, digits_table.json and digits_pareto.png into out; returns the paths."""
+    return write_report(record, out, command, notes, markdown, auto_notes, pareto, "pareto")
+
+
+def write_report(
+    record: dict, out, command: str, notes: str, md_fn, notes_fn, fig_fn, fig_name: str
+) -> list[Path]:
+    """Writes <data>_table.md (md_fn, with notes_fn's notes), <data>_table.json and
+    <data>_<fig_name>.png (fig_fn) into out; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "digits_table.md", out / "digits_table.json", out / "digits_pareto.png"]
-    paths[0].write_text(
-        markdown(record, command, "\n".join(filter(None, (auto_notes(record), notes))))
-    )
+    stem = out / record.get("dataset", "digits")
+    paths = [Path(f"{stem}_table.md"), Path(f"{stem}_table.json"), Path(f"{stem}_{fig_name}.png")]
+    paths[0].write_text(md_fn(record, command, "\n".join(filter(None, (notes_fn(record), notes)))))
     paths[1].write_text(json.dumps(record, indent=1) + "\n")
-    pareto(record).savefig(paths[2], dpi=110)
+    fig_fn(record).savefig(paths[2], dpi=110)
     return paths
