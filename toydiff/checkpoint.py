@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import denoisers, nets
+from . import assets, denoisers, nets
 from .mixtures import Mixture
 
 FORMAT_VERSION = 1
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+PRETRAINED_DIR = assets.root()
 REQUIRED = (
     "format_version",
     "architecture",

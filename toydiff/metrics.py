@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import exact, mixtures
+from . import assets, exact, mixtures
 from .mixtures import Mixture
 
 DIVERGED_RADIUS = 1e3  # a sample this far from the origin (or non-finite) counts as diverged
 _THRESHOLD_SAMPLES = 100_000
-THRESHOLDS = Path(__file__).resolve().parents[1] / "pretrained" / "thresholds.json"
+THRESHOLDS = assets.path("thresholds.json")
 ENERGY_MAX = 5000  # energy distances use at most this many samples (pairwise matrices are N²)
 
 

@@ -41,10 +41,9 @@ class Solver(NamedTuple):
     name: str
     step: Callable  # (model, x, ab, ab_next, z, eta) -> (x_next, Prediction, b)
     grid: Callable  # (kind, steps) -> (steps + 1,) float32 ᾱ levels, ᾱ_{T−1} ... 1
-    stochastic: bool = (
-        False  # draws z with η (a rule whose state filters a stochastic chain needs it)
-    )
+    stochastic: bool = False  # draws z with η (a state that filters a stochastic chain needs it)
     help: str = ""
+    evals: int = 1  # network evaluations per step (Heun: 2)
 
 
 # ------------------------------------------------------------------------------------------- grids
@@ -141,18 +140,22 @@ SOLVERS: dict[str, Solver] = {}
 
 
 def register(
-    name: str, step: Callable, grid: Callable = vp_grid, stochastic: bool = False, help: str = ""
+    name: str,
+    step: Callable,
+    grid: Callable = vp_grid,
+    stochastic: bool = False,
+    help: str = "",
+    evals: int = 1,
 ) -> Solver:
     """Registers a solver under `name` (scene key `solver`); see the module docstring for the
-    signatures of `step` and `grid`. Returns it."""
-    SOLVERS[name] = Solver(
-        name, step, grid, stochastic, help or (step.__doc__ or "").split("\n")[0]
-    )
+    signatures of `step` and `grid`; `evals`: network evaluations per step. Returns it."""
+    doc = help or (step.__doc__ or "").split("\n")[0]
+    SOLVERS[name] = Solver(name, step, grid, stochastic, doc, evals)
     return SOLVERS[name]
 
 
 register("ddim", ddim, vp_grid, stochastic=True, help="DDIM(η) on the schedule's timesteps")
-register("heun", heun, karras_grid, help="Heun (2nd order) on the EDM σ grid")
+register("heun", heun, karras_grid, help="Heun (2nd order) on the EDM σ grid", evals=2)
 register("euler", euler, karras_grid, help="Euler on the EDM σ grid")
 register("flow_euler", flow_euler, flow_grid, help="Euler on the rectified-flow path")
 

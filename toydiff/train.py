@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import os
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -221,11 +222,13 @@ def train(
     desc: str = "train",
     params: dict | None = None,
     stop: int | None = None,
+    callback: Callable[[int, int, float], None] | None = None,
 ) -> tuple[TrainState, dict]:
     """(final state, log {steps, wall_time_s, cpu_time_s, final_loss, ...}) of training from a seed.
 
     params, if given, are the starting weights (fine-tuning) instead of a random initialisation;
-    stop, if given, ends the run at that step of config's schedule (an earlier checkpoint).
+    stop, if given, ends the run at that step of config's schedule (an earlier checkpoint);
+    callback(step, last step, loss), if given, is called after every chunk (the app's progress bar).
     """
     from tqdm import tqdm
 
@@ -239,6 +242,8 @@ def train(
             state, loss = train_chunk(state, data, train_key, net_config, config, length)
             bar.update(length)
             bar.set_postfix(loss=f"{float(loss):.4f}")
+            if callback is not None:
+                callback(int(state.step), end, float(loss))
     jax.block_until_ready(state)
     return state, {
         "steps": end,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from typing import TYPE_CHECKING
 
-import jax
 import numpy as np
 import streamlit as st
 
@@ -144,26 +142,20 @@ def train_net(mix: Mixture, steps: int, seed: int = 0, progress=None) -> dict:
     """Trains the main net on the mixture with train's step function; returns params, config, errors."""
     from toydiff import train
 
-    chunk = 250
-    config = train.TrainConfig(steps=steps, chunk=chunk, warmup=min(500, steps // 10))
+    config = train.TrainConfig(steps=steps, chunk=250, warmup=min(500, steps // 10))
     net_config = train.default_net_config(mix)
-    init_key, train_key = jax.random.split(jax.random.key(seed))
-    ts, data = train.init_state(init_key, net_config, config), train.make_data(mix, config.schedule)
-    start, loss = time.perf_counter(), float("nan")
-    while int(ts.step) < steps:
-        ts, loss = train.train_chunk(
-            ts, data, train_key, net_config, config, min(chunk, steps - int(ts.step))
+    report = None
+    if progress:
+        report = lambda step, end, loss: progress(
+            step / end, f"step {step} / {end}, loss {loss:.4f}"
         )
-        if progress:
-            progress(int(ts.step) / steps, f"step {int(ts.step)} / {steps}, loss {float(loss):.4f}")
-    seconds = time.perf_counter() - start
-    errors = train.error_table(mix, ts.ema, net_config)
+    ts, log = train.train(mix, net_config, config, seed, progress=False, callback=report)
     return dict(
         params=ts.ema,
         config=net_config,
-        errors=errors,
-        seconds=seconds,
-        loss=float(loss),
+        errors=train.error_table(mix, ts.ema, net_config),
+        seconds=log["wall_time_s"],
+        loss=log["final_loss"],
         steps=steps,
     )
 

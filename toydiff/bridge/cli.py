@@ -4,16 +4,13 @@ grid (PNG), the per-step diagnostics (JSON) and a weights-over-time plot. Import
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-from pathlib import Path
 
 from .. import guidance
-from . import perturb  # torch-free at import: its names validate --rules before anything loads
+from .checks import INSTALL, WHERE, check_model, require
+from .datasets import DATASETS, dataset
+from .generate import Job
 
-INSTALL = "bridge needs: pip install -r requirements-bridge.txt"
-WHERE = "a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+__all__ = ["DATASETS", "INSTALL", "WHERE", "check_model", "dataset"]  # re-exported for callers
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,141 +85,36 @@ def parse_knobs(items: list[str]) -> dict[str, float]:
     return knobs
 
 
-def check_model(model: str) -> None:
-    """Raises ValueError when model names a local folder that is not there (hub ids are owner/name)."""
-    path = Path(model).expanduser()
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") != 1
-    if looks_local and not (path / "model_index.json").is_file():
-        what = "has no model_index.json" if path.is_dir() else "not found"
-        raise ValueError(f"--model: {model} {what}; put {WHERE} there, or pass a hub id")
-
-
-def _check(args) -> tuple[list[str], list[int], dict]:
-    """(rules, seeds, knobs) validated before anything heavy is imported or loaded."""
+def job_of(args) -> tuple[Job, list[str], list[int], dict]:
+    """(job, rules, seeds, extra knobs) of the parsed options."""
+    job = Job(
+        model=args.model,
+        negative=args.negative,
+        out=args.out,
+        prompt=args.prompt,
+        gamma=args.gamma,
+        tau=args.tau,
+        steps=args.steps,
+        batch=args.batch,
+        null=args.null,
+        offline=args.offline,
+        save_images=getattr(args, "save_images", False),
+    )
     rules = [s.strip() for s in args.rules.split(",") if s.strip()]
-    for name in rules:
-        if name not in perturb.METHODS:
-            guidance.rule(name)  # unknown name -> ValueError listing the valid ones
-    if args.steps < 1 or args.batch < 1:
-        raise ValueError("--steps and --batch must be >= 1")
-    check_model(args.model)
-    return rules, parse_seeds(args.seeds), parse_knobs(args.knob)
-
-
-def _require() -> None:
-    """Raises ValueError(INSTALL) when torch, diffusers or transformers is missing."""
-    try:
-        import diffusers  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        raise ValueError(INSTALL) from None
-
-
-def _merge(infos: list[dict]) -> dict:
-    """Per-step info of several seed batches, joined along the seed axis."""
-    import numpy as np
-
-    return {
-        k: infos[0][k] if k == "t" else np.concatenate([i[k] for i in infos], 1) for k in infos[0]
-    }
-
-
-def _jsonable(info: dict) -> dict:
-    """Nested lists with non-finite numbers as null."""
-    clean = lambda x: x if math.isfinite(x) else None
-    return {
-        k: [clean(float(x)) for x in v]
-        if v.ndim == 1
-        else [[clean(float(x)) for x in row] for row in v]
-        for k, v in info.items()
-    }
+    return job, rules, parse_seeds(args.seeds), parse_knobs(args.knob)
 
 
 def run(args) -> None:
-    """Generates every rule × seed, then writes grid.png, diagnostics.json and weights.png into --out.
+    """`bridge sd`: grid.png, diagnostics.json and weights.png in --out, from generate.run, or
+    from shard.run under `accelerate launch` or torchrun (WORLD_SIZE > 1: the seeds split over
+    the processes, the main process writes the same three files)."""
+    import os
 
-    Under `accelerate launch` or torchrun (WORLD_SIZE > 1) the seeds are split over the processes
-    (`shard.run`), and the main process writes the same three files."""
-    rules, seeds, extra = _check(args)
-    _require()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from . import shard
-
-        return shard.run(args, rules, seeds, extra)
-    from . import loop, sd
-
-    for name in set(rules) - set(perturb.METHODS):
-        loop.bridge_rule(name)  # before the (slow) model load
-    pipe = sd.load(args.model, local_files_only=True if args.offline else None)
-    images, infos, knobs = generate_all(args, pipe, rules, seeds, extra)
-    write(args, seeds, images, infos, knobs, sd.is_xl(pipe))
-
-
-def generate_all(
-    args, pipe, rules: list[str], seeds: list[int], extra: dict
-) -> tuple[dict, dict, dict]:
-    """(images, infos, knobs), each rule -> value: (B, H, W, 3) images, (S, B) info, the rule's knobs."""
-    import numpy as np
-
-    images, infos, knobs = {}, {}, {}
-    batches = [seeds[i : i + args.batch] for i in range(0, len(seeds), args.batch)]
-    for name in rules:
-        knobs[name] = _knobs(name, args, extra)
-        outs = [_generate(args, pipe, name, knobs[name], b) for b in batches]
-        images[name] = np.concatenate([o[0] for o in outs])
-        infos[name] = _merge([o[1] for o in outs])
-    return images, infos, knobs
-
-
-def _knobs(name: str, args, extra: dict) -> dict[str, float]:
-    """The knobs of a rule (registry defaults, then the CLI's) or of a perturbation method (γ, w)."""
-    from . import loop
-
-    if name in perturb.METHODS:
-        w_pert = extra.get("w_pert", perturb.METHODS[name].w_pert)
-        return {"gamma": float(args.gamma), "w_pert": float(w_pert)}
-    return loop.default_knobs(name, gamma=args.gamma, tau=args.tau, **extra)
-
-
-def _generate(args, pipe, name: str, knobs: dict, seeds: list[int]):
-    """(images, info) of one rule or perturbation method on one batch of seeds."""
-    from . import sd
-
-    if name in perturb.METHODS:
-        return perturb.generate(
-            pipe, args.prompt, name, seeds, **knobs, steps=args.steps, null=args.null
-        )
-    return sd.generate(
-        pipe, args.prompt, args.negative, name, knobs, seeds, steps=args.steps, null=args.null
-    )
-
-
-def write(args, seeds: list[int], images: dict, infos: dict, knobs: dict, xl: bool) -> None:
-    """Writes grid.png, weights.png and diagnostics.json into --out."""
-    from . import figures
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    title = f"{args.prompt!r}  not {args.negative!r}  γ={args.gamma:g}  τ={args.tau:g}  {args.steps} steps"
-    figures.grid(images, seeds, title).savefig(out / "grid.png", dpi=100)
-    figures.weights(infos).savefig(out / "weights.png", dpi=100)
-    meta = {
-        "model": args.model,
-        "prompt": args.prompt,
-        "negative": args.negative,
-        "seeds": seeds,
-        "steps": args.steps,
-        "null": args.null,
-        "xl": xl,
-    }
-    rules_json = {n: {"knobs": knobs[n], **_jsonable(infos[n])} for n in images}
-    (out / "diagnostics.json").write_text(json.dumps({**meta, "rules": rules_json}, indent=1))
-    if getattr(args, "save_images", False):
-        import numpy as np
-
-        np.savez(out / "images.npz", **images)
-    print(f"wrote {out / 'grid.png'}, {out / 'weights.png'}, {out / 'diagnostics.json'}")
+        from .shard import run as run_job
+    else:
+        from .generate import run as run_job
+    run_job(*job_of(args))
 
 
 # ------------------------------------------------------- digits and fashion (bridge.digits / fashion / table)
@@ -243,22 +135,6 @@ TRAIN_DEFAULTS = {
         steps=2400, batch=64, lr=2e-3, judge_epochs=4, judge_batch=128, check_n=1000, check_steps=20
     ),
 }
-
-
-def dataset(name: str):
-    """The bridge.digits.Dataset called name ('digits' | 'fashion'); another name -> ValueError."""
-    import importlib
-
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
-    module, attr = DATASETS[name]
-    return getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-
-
-DATASETS = {
-    "digits": ("digits", "DIGITS"),
-    "fashion": ("fashion", "FASHION"),
-}  # name -> module, object
 
 
 def _dataset_parser(name: str) -> argparse.ArgumentParser:
@@ -314,7 +190,7 @@ def dataset_main(argv: list[str], prog: str = "python -m toydiff bridge") -> int
     name = (argv[:1] or ["digits-"])[0].split("-")[0]
     args = _dataset_parser(name if name in TRAIN_DEFAULTS else "digits").parse_args(argv)
     try:
-        _require()
+        require()
         import torch
 
         torch.set_num_threads(args.threads)

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import assets
 from . import loop
 
 N_CLASSES = 10
 NULL = 10  # the null class: the unconditional branch ε_∅
 FORMAT_VERSION = 1
-PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
+PRETRAINED = assets.root()
 UNET_STEM, JUDGE_STEM = PRETRAINED / "digits_unet", PRETRAINED / "digits_judge"
 UNET_CONFIG = dict(
     sample_size=8,
@@ -498,7 +499,25 @@ def sample(
     info = {
         k: infos[0][k] if k == "t" else np.concatenate([f[k] for f in infos], 1) for k in infos[0]
     }
-    return torch.cat(images), info
+    return torch.cat(images), with_push(info, rule)
+
+
+def with_push(info: dict, rule: str) -> dict:
+    """info plus push_neg (S, N) = |b_t|·|γλ⁻|·‖Δ_n‖, the step's displacement of x_t by the negative
+    term (MATH §3.1), b_t the DDIM coefficient of ε̂ at the η the rule runs (tracked DNG: 1)."""
+    from .. import guidance
+
+    if "scale_neg" not in info or "d_neg_sq" not in info:
+        return info
+    state = guidance.rule(rule).state
+    eta = state.eta if state is not None and state.eta is not None else 0.0
+    ab = make_scheduler("ddim").alphas_cumprod.double().numpy()
+    ab_t = ab[info["t"].astype(int)]  # (S,)
+    ab_next = np.append(ab_t[1:], 1.0)  # set_alpha_to_one: the last step lands on ᾱ = 1
+    sigma = eta * np.sqrt((1 - ab_next) / (1 - ab_t) * np.maximum(1 - ab_t / ab_next, 0.0))
+    b = np.sqrt(np.maximum(1 - ab_next - sigma**2, 0.0)) - np.sqrt(ab_next * (1 - ab_t) / ab_t)
+    push = np.abs(b)[:, None] * np.abs(info["scale_neg"]) * np.sqrt(info["d_neg_sq"])
+    return {**info, "push_neg": push.astype(np.float32)}
 
 
 # --------------------------------------------------------------------------------------------- metrics

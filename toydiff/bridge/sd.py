@@ -37,7 +37,7 @@ def load(model: str, device: torch.device | None = None, *, local_files_only: bo
     """The diffusers pipeline at a hub id or local folder; weights not available -> ValueError saying why."""
     from diffusers import DiffusionPipeline
 
-    from .cli import WHERE, check_model
+    from .checks import WHERE, check_model
 
     check_model(model)
     if local_files_only is None:  # honour HF_HUB_OFFLINE=1, else let the hub download

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli, loop, sd
+from . import generate, loop, sd
 
 
 def part_path(out, rank: int) -> Path:
@@ -43,31 +43,33 @@ def load_parts(paths: list[Path], rules: list[str]) -> tuple[list[int], dict, di
         keys = [
             k[len(prefix) :] for k in parts[0] if k.startswith(prefix) and k != f"{name}/images"
         ]
-        infos[name] = cli._merge([{k: p[prefix + k] for k in keys} for p in parts])
+        infos[name] = generate.merge_infos([{k: p[prefix + k] for k in keys} for p in parts])
     return seeds, images, infos
 
 
-def run(args, rules: list[str], seeds: list[int], extra: dict) -> None:
+def run(job: generate.Job, rules: list[str], seeds: list[int], extra: dict) -> None:
     """This process's seeds for every rule; the main process then merges and writes grid, plot, JSON."""
+    generate.check(job, rules)
+    generate.require()
     from accelerate import PartialState
 
     state = PartialState()
     for name in rules:
         loop.bridge_rule(name)  # before the (slow) model load
-    pipe = sd.load(args.model, state.device, local_files_only=True if args.offline else None)
+    pipe = sd.load(job.model, state.device, local_files_only=True if job.offline else None)
     with state.split_between_processes(seeds) as mine:  # contiguous, in rank order
         images, infos, knobs = (
-            cli.generate_all(args, pipe, rules, mine, extra) if mine else ({}, {}, {})
+            generate.generate_all(job, pipe, rules, mine, extra) if mine else ({}, {}, {})
         )
-        save_part(part_path(args.out, state.process_index), mine, images, infos)
+        save_part(part_path(job.out, state.process_index), mine, images, infos)
     state.wait_for_everyone()
     if state.is_main_process:
-        paths = [part_path(args.out, r) for r in range(state.num_processes)]
+        paths = [part_path(job.out, r) for r in range(state.num_processes)]
         merged_seeds, images, infos = load_parts(paths, rules)  # knobs: rank 0 always has seeds
         assert merged_seeds == seeds, (merged_seeds, seeds)  # every seed once, in order
-        cli.write(args, seeds, images, infos, knobs, sd.is_xl(pipe))
+        generate.write(job, seeds, images, infos, knobs, sd.is_xl(pipe))
         shutil.rmtree(
-            Path(args.out) / "parts"
+            Path(job.out) / "parts"
         )  # the output folder then holds what a single run writes
     state.wait_for_everyone()
     state.destroy_process_group()
