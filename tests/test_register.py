@@ -226,6 +226,35 @@ def test_metrics_cli_runs_plugins_from_a_scene_file(registered, tmp_path):
     assert bad.returncode == 2 and "TOYDIFF_PLUGINS: cannot load 'no_such_module'" in bad.stderr
 
 
+def test_atlas_sweeps_and_the_bridge_take_the_plugin_rules(registered):
+    """The atlas lists both rules with a scene that runs; a sweep sweeps the registered γ; the torch
+    loop of the bridge runs the stateful rule on the shipped digits UNet, equal to its formula."""
+    import torch
+
+    from toydiff import atlas, sweep
+    from toydiff.bridge import digits
+
+    rows = {row.name: row for row in atlas.rows()}
+    for name in ("clipped_ncfg", "momentum_ncfg"):
+        assert rows[name].label == guidance.RULES[name].label and "digits" in rows[name].where
+        pair = atlas.scene_pair(rows[name])
+        assert pair["right"].method == name and name in atlas.table()
+    assert sweep.grid_of("clipped_ncfg", gammas=(1.0, 2.0)) == [{"gamma": 1.0}, {"gamma": 2.0}]
+    unet, _ = digits.load_unet()
+    seen = []
+
+    def hook(i, t, branches, eps, info):
+        seen.append((branches["uncond"].double(), branches["neg"].double(), eps.double()))
+
+    knobs = {"gamma": 1.5, "beta_m": 0.8}
+    digits.sample(unet, "momentum_ncfg", knobs, n=4, neg=3, steps=4, hook=hook)
+    mom = 0.0
+    for e_u, e_n, eps in seen:  # m_t = β m_{t+1} + Δ_n along the loop, ε̂ = ε_∅ − γ m_t
+        mom = 0.8 * mom + (e_n - e_u)
+        torch.testing.assert_close(eps, e_u - 1.5 * mom, rtol=1e-4, atol=1e-4)
+    assert len(seen) == 4
+
+
 def test_app_renders_the_plugin_controls(registered):
     from streamlit.testing.v1 import AppTest
 

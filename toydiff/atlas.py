@@ -138,8 +138,18 @@ def rule_row(r: guidance.Rule) -> Row:
         _negative(r),
         formula(r.fn),
         "2D · digits · SD" if runs_on_images(r) else "2D",
-        {**SCENES[r.name], "method": r.name},
+        {**SCENES.get(r.name, default_scene(r)), "method": r.name},
     )
+
+
+def default_scene(r: guidance.Rule) -> dict:
+    """The scene of a rule no curated entry lists (one registered from outside): overlap with the
+    concepts it needs (positive 'round', negative 'warm'), at its registry defaults."""
+    return {
+        **_BOTH,
+        "positive": _BOTH["positive"] if guidance.needs_positive(r) else None,
+        "negative": _BOTH["negative"] if guidance.needs_negative(r) else None,
+    }
 
 
 def rows() -> list[Row]:

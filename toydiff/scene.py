@@ -274,19 +274,31 @@ def _model(scene: Scene, mix: Mixture, kind: str) -> tuple:
     return checkpoint.pretrained_model(scene.preset, mix, None if kind == "main" else kind)
 
 
+def _skip_layer(mix: Mixture, params, config) -> denoisers.Denoiser:
+    """The main net with its weak branch = the same net with hidden layer 0 skipped."""
+    return denoisers.perturbed(mix, params, config, skip=0)
+
+
+def _sims(mix: Mixture, params, config) -> denoisers.Denoiser:
+    """The main net with its weak branch = the net fine-tuned on its own samples (SIMS)."""
+    from . import sims
+
+    return denoisers.learned(mix, params, config, sims.sims_params(mix, params, config), config)
+
+
+# Rule.weak -> the learned denoiser whose weak branch derives from the main net (otherwise the
+# weak branch is the scene's guide: weak_model)
+LEARNED_WEAK = {"skip": _skip_layer, "sims": _sims}
+
+
 def denoiser(scene: Scene, mix: Mixture) -> denoisers.Denoiser:
     """The scene's denoiser: the exact oracle or the shipped main net, and as weak model the rule's:
     the guide of weak_model (autoguidance), the SIMS net, or the net minus a layer (learned only).
     Score 'weak' samples the guide alone."""
-    rule_weak = guidance.rule(scene.method).weak
-    if scene.score == "learned" and rule_weak != "weak":
+    build = LEARNED_WEAK.get(guidance.rule(scene.method).weak)
+    if scene.score == "learned" and build is not None:
         params, net = _model(scene, mix, "main")
-        if rule_weak == "skip":
-            return denoisers.perturbed(mix, params, net.config, skip=0)
-        from . import sims
-
-        tuned = sims.sims_params(mix, params, net.config)
-        return denoisers.learned(mix, params, net.config, tuned, net.config)
+        return build(mix, params, net.config)
     guide = _model(scene, mix, weak_model(scene))
     if scene.score == "weak":
         return denoisers.combine(mix, guide, guide)
