@@ -173,6 +173,18 @@ def _raster(u: np.ndarray, layers: list[tuple[np.ndarray, list]]) -> dict:
     )
 
 
+def _density_lines(u, log_p):
+    """Grey isolines of p_t(x) at 5 %–85 % of its peak (the caption explains them: no legend)."""
+    return _isolines(
+        u,
+        _peak_one(log_p),
+        [0.05, 0.25, 0.45, 0.65, 0.85],
+        line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
+        name="p_t(x)",
+        showlegend=False,
+    )
+
+
 def _isolines(u: np.ndarray, z: np.ndarray, levels, **kw) -> dict:
     """Contour lines of z on the grid u × u at `levels`, computed here (contourpy, as matplotlib
     does) and drawn as one NaN-separated SVG line: a Plotly contour trace is re-traced in the
@@ -411,16 +423,7 @@ def field_spec(
         )
     ]
     if log_p is not None:
-        data.append(
-            _isolines(
-                u,
-                _peak_one(log_p),
-                [0.05, 0.25, 0.45, 0.65, 0.85],
-                line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
-                name="p_t(x)",
-                showlegend=False,  # the caption explains the grey lines; only arrows are listed
-            )
-        )
+        data.append(_density_lines(u, log_p))
     if p_neg is not None:
         data.append(_edge(u, p_neg, 1.2))
     norms = [
@@ -560,16 +563,7 @@ def error_map_spec(
         )
     ]
     if log_p is not None:
-        data.append(
-            _isolines(
-                u,
-                _peak_one(log_p),
-                [0.05, 0.25, 0.45, 0.65, 0.85],
-                line=dict(width=0.7, color="rgba(70,70,70,0.6)"),
-                name="p_t(x)",
-                showlegend=False,
-            )
-        )
+        data.append(_density_lines(u, log_p))
     xy = np.clip(np.nan_to_num(np.asarray(samples, np.float32)), -1e4, 1e4)
     data.append(
         dict(
