@@ -100,16 +100,20 @@ def test_caption_bounds_are_claim_values(name):
         assert any(math.isclose(value, v, abs_tol=1e-12) for v in values), (name, number, percent)
 
 
-def test_scenes_json_follows_the_contract(tmp_path, runs):
-    out = subprocess.run(
-        [sys.executable, "-m", "toydiff", "scenes", "--json"],
+def _cli(*args: str) -> str:
+    """The standard output of `python -m toydiff ARGS` (a non-zero exit raises)."""
+    return subprocess.run(
+        [sys.executable, "-m", "toydiff", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     ).stdout
-    data = json.loads(out)
+
+
+def test_scenes_json_follows_the_contract(tmp_path, runs):
+    data = json.loads(_cli("scenes", "--json"))
     assert isinstance(data, list) and [d["name"] for d in data] == list(scenes.NAMES)
     for d, c in zip(data, scenes.CURATED):
         assert set(d) == SCENE_KEYS, d.keys()
@@ -130,14 +134,7 @@ def test_scenes_json_follows_the_contract(tmp_path, runs):
     claim = next(c for c in entry["claims"] if c["column"] == "right" and "exact" in c["scores"])
     path = tmp_path / "right.json"
     path.write_text(json.dumps({**entry["right"], "score": "exact"}))
-    printed = subprocess.run(
-        [sys.executable, "-m", "toydiff", "metrics", "--scene", str(path), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
+    printed = _cli("metrics", "--scene", str(path), "--json")
     value = json.loads(printed)[claim["metric"]]
     assert value == runs(Scene.from_dict(json.loads(path.read_text())))[1][claim["metric"]]
 
