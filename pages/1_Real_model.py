@@ -1,5 +1,6 @@
-"""Real model: the toy's guidance rules on the shipped class-conditional digits UNet, judged by a small
-CNN, plus the Stable Diffusion runs saved by `python -m toydiff bridge sd`. No math here."""
+"""Real model: the toy's guidance rules on a shipped class-conditional UNet (8×8 digits or 28×28
+Fashion-MNIST), judged by a small CNN, plus the Stable Diffusion runs saved by `python -m toydiff bridge
+sd`. No math here."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from toydiff.viz import plots
 from ui.state import log_values
 
 N_CLASSES = 10
-WEIGHT_KEYS = ("lam_neg", "scale_neg", "p_neg")  # with a positive class: λ⁺, γλ⁺ too
+# label -> (bridge data set name, what the caption says it was trained on)
+DATASETS = {
+    "digits": ("digits", "scikit-learn's 8×8 digits"),
+    "Fashion-MNIST": ("fashion", "28×28 Fashion-MNIST (Debian's dataset-fashion-mnist)"),
+}
+WEIGHT_KEYS = ("lam_neg", "scale_neg", "p_neg", "push_neg")  # with a positive: λ⁺, γλ⁺ too
 HOW_TO = (
     'Make one with `python -m toydiff bridge sd --model <hub id or folder> --prompt "..." '
     '--negative "..." --seeds 0-7 --out {folder}/<name>` (several processes: '
@@ -24,12 +30,14 @@ HOW_TO = (
 
 
 def main():
-    st.title("Real model: removing a digit class")
-    st.caption(
-        "The same guidance functions as the toy, on a class-conditional UNet trained on scikit-learn's "
-        "8×8 digits (`pretrained/digits_unet.*`); a small CNN judges which digit each sample shows."
-    )
     settings = settings_ui()
+    label = settings["dataset"]
+    name, trained_on = DATASETS[label]
+    st.title(f"Real model: removing a {label} class")
+    st.caption(
+        f"The same guidance functions as the toy, on a class-conditional UNet trained on {trained_on} "
+        f"(`pretrained/{name}_unet.*`); a small CNN judges which class each sample shows."
+    )
     try:
         result = run(json.dumps(settings, sort_keys=True))
     except (
@@ -37,9 +45,9 @@ def main():
         ValueError,
     ) as e:  # missing torch/diffusers, or a missing/corrupt checkpoint
         st.error(
-            f"Cannot run the digits model: {e}. Train one with "
-            "`python -m toydiff bridge digits-train --out pretrained`, or point the checkpoint "
-            "folder at digits_unet.* and digits_judge.*."
+            f"Cannot run the {label} model: {e}. Train one with "
+            f"`python -m toydiff.bridge {name}-train --out pretrained`, or point the checkpoint "
+            f"folder at {name}_unet.* and {name}_judge.*."
         )
     else:
         results_view(settings, result)
@@ -60,10 +68,22 @@ def bridge_rules() -> list[str]:
     return names
 
 
+def class_names(dataset: str) -> tuple[str, ...]:
+    """The 10 class names of a data set label (digits without torch installed too)."""
+    try:
+        from toydiff.bridge import cli
+
+        return cli.dataset(DATASETS[dataset][0]).classes
+    except ImportError:
+        return tuple(str(c) for c in range(N_CLASSES))
+
+
 def settings_ui() -> dict:
-    """Sidebar: rule and its registry parameters, classes, steps, images, seed, checkpoint folder."""
+    """Sidebar: data set, rule and its registry parameters, classes, steps, images, seed, checkpoints."""
     sb = st.sidebar
-    sb.header("Digits model")
+    dataset = sb.selectbox("Dataset", list(DATASETS), key="rm.dataset")
+    names_of = class_names(dataset)
+    sb.header(f"{dataset} model")
     try:
         names = bridge_rules()
     except ImportError:
@@ -84,12 +104,18 @@ def settings_ui() -> dict:
         name: param_ui(f"rm.{method}.{name}", name, p)
         for name, p in guidance.rule(method).all_params.items()
     }
-    neg = sb.selectbox("class to remove (negative)", range(N_CLASSES), index=3, key="rm.neg")
+    neg = sb.selectbox(
+        "class to remove (negative)",
+        range(N_CLASSES),
+        index=3,
+        key=f"rm.{dataset}.neg",  # per data set: the options show its class names
+        format_func=lambda c: names_of[c],
+    )
     pos = sb.selectbox(
         "positive class",
         [None, *range(N_CLASSES)],
-        key="rm.pos",
-        format_func=lambda c: "none (unconditional)" if c is None else str(c),
+        key=f"rm.{dataset}.pos",
+        format_func=lambda c: "none (unconditional)" if c is None else names_of[c],
     )
     steps = sb.slider("DDIM steps", 5, 100, 20, key="rm.steps")
     n = sb.slider("number of images", 16, 1000, 128, step=16, key="rm.n")
@@ -98,9 +124,10 @@ def settings_ui() -> dict:
         "checkpoint folder",
         str(_pretrained()),
         key="rm.ckpt",
-        help="holds digits_unet.{json,safetensors} and digits_judge.{json,safetensors}",
+        help="holds <data set>_unet.{json,safetensors} and <data set>_judge.{json,safetensors}",
     )
     return {
+        "dataset": dataset,
         "method": method,
         "knobs": knobs,
         "neg": int(neg),
@@ -145,26 +172,26 @@ def param_ui(key: str, name: str, param: guidance.Param) -> float:
     )
 
 
-@st.cache_resource(show_spinner="loading the digits UNet and judge ...")
-def load_models(folder: str):
-    """(unet, judge) from folder/digits_{unet,judge}.*; missing or corrupt -> ValueError."""
+@st.cache_resource(show_spinner="loading the UNet and judge ...")
+def load_models(folder: str, name: str = "digits"):
+    """(unet, judge) from folder/<name>_{unet,judge}.*; missing or corrupt -> ValueError."""
     import torch
 
     from toydiff.bridge import digits
 
     torch.set_num_threads(2)
-    unet, _ = digits.load_unet(Path(folder) / "digits_unet")
-    judge, _ = digits.load_judge(Path(folder) / "digits_judge")
+    unet, _ = digits.load_unet(Path(folder) / f"{name}_unet", f"{name}_unet")
+    judge, _ = digits.load_judge(Path(folder) / f"{name}_judge", f"{name}_judge")
     return unet, judge
 
 
 @st.cache_data(show_spinner="sampling ...", max_entries=32)
 def run(settings_json: str) -> dict:
-    """Images (n, 8, 8) in [0, 1], judged labels (n,), timesteps (S,) and weight stats (mean, p10, p90)."""
+    """Images (n, S, S) in [0, 1], judged labels (n,), timesteps (S,) and weight stats (mean, p10, p90)."""
     from toydiff.bridge import digits
 
     s = json.loads(settings_json)
-    unet, judge = load_models(s["folder"])
+    unet, judge = load_models(s["folder"], DATASETS[s["dataset"]][0])
     pos = digits.NULL if s["pos"] is None else s["pos"]
     x, info = digits.sample(
         unet,
@@ -190,7 +217,10 @@ def _band(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def results_view(s: dict, result: dict):
     label = guidance.RULES[s["method"]].label
-    title = f"{label}, removing {s['neg']}" + ("" if s["pos"] is None else f", towards {s['pos']}")
+    names = class_names(s["dataset"])
+    title = f"{label}, removing {names[s['neg']]}" + (
+        "" if s["pos"] is None else f", towards {names[s['pos']]}"
+    )
     hist = np.bincount(result["labels"], minlength=N_CLASSES)
     share = hist[s["neg"]] / max(1, len(result["labels"]))
     left, right = st.columns([1, 1])
@@ -202,9 +232,11 @@ def results_view(s: dict, result: dict):
         caption=f"first {min(128, len(result['images']))} of {len(result['images'])} samples",
     )
     right.subheader("Judged class")
-    right.metric(f"share of removed class {s['neg']}", f"{share:.1%}", help="chance level 10 %")
+    right.metric(
+        f"share of removed class {names[s['neg']]}", f"{share:.1%}", help="chance level 10 %"
+    )
     right.plotly_chart(
-        histogram_figure(hist, s["neg"], s["pos"], title),
+        histogram_figure(hist, s["neg"], s["pos"], title, names),
         theme=None,
         config=plots.CONFIG,
         key="rm.hist",
@@ -218,30 +250,37 @@ def results_view(s: dict, result: dict):
     )
     st.caption(
         "Mean over samples (line) and 10–90 % band. nCFG keeps λ⁻ = 1 everywhere; CCFG's λ⁻ drops "
-        "once a sample no longer resembles the removed class."
+        "once a sample no longer resembles the removed class. Bottom: the push of the negative term "
+        "on x_t per step, |b_t|·γλ⁻·‖Δ_n‖ (b_t: the DDIM step's coefficient of ε̂), as on the toy."
     )
 
 
-def mosaic(images: np.ndarray, cols: int = 16, zoom: int = 6) -> np.ndarray:
-    """(H, W) grey tiles of the (n, 8, 8) images, 1-pixel white gaps, upscaled without smoothing."""
-    n = len(images)
+def mosaic(images: np.ndarray, cols: int = 16, zoom: int | None = None) -> np.ndarray:
+    """(H, W) grey tiles of the (n, S, S) images, 1-pixel white gaps, upscaled without smoothing
+    (by default to ≈ 48 screen pixels per image)."""
+    n, s = len(images), images.shape[-1]
+    zoom = zoom or max(1, round(48 / s))
     cols = min(cols, n)
     rows = -(-n // cols)
-    tiles = np.ones((rows * cols, 9, 9), np.float32)
-    tiles[:n, :8, :8] = np.clip(images, 0, 1)
-    grid = tiles.reshape(rows, cols, 9, 9).transpose(0, 2, 1, 3).reshape(rows * 9, cols * 9)
+    tiles = np.ones((rows * cols, s + 1, s + 1), np.float32)
+    tiles[:n, :s, :s] = np.clip(images, 0, 1)
+    grid = tiles.reshape(rows, cols, s + 1, s + 1).transpose(0, 2, 1, 3)
+    grid = grid.reshape(rows * (s + 1), cols * (s + 1))
     return np.kron(grid, np.ones((zoom, zoom), np.float32))
 
 
-def histogram_figure(hist: np.ndarray, neg: int, pos: int | None, title: str) -> go.Figure:
+def histogram_figure(
+    hist: np.ndarray, neg: int, pos: int | None, title: str, names=None
+) -> go.Figure:
     """Bars of judged classes: the removed class red, the positive class green, the others grey."""
+    names = names or [str(c) for c in range(N_CLASSES)]
     colors = ["#888"] * N_CLASSES
     colors[neg] = plots.WEIGHT_COLORS["p_neg"]
     if pos is not None:
         colors[pos] = plots.WEIGHT_COLORS["lam_pos"]
     share = hist / max(1, hist.sum())
     bar = go.Bar(
-        x=[str(c) for c in range(N_CLASSES)],
+        x=list(names),
         y=share,
         marker_color=colors,
         customdata=hist,
@@ -260,7 +299,7 @@ def histogram_figure(hist: np.ndarray, neg: int, pos: int | None, title: str) ->
         height=360,
         title=dict(text=title, x=0.02, font=dict(size=14)),
         margin=dict(l=55, r=15, t=55, b=45),
-        xaxis_title="judged class",
+        xaxis=dict(title="judged class", automargin=True, tickangle=-40),
         yaxis=dict(title="share of samples", tickformat=".0%", rangemode="tozero"),
     )
     return fig

@@ -170,3 +170,20 @@ def test_fashion_table_end_to_end_tiny(tmp_path, monkeypatch):
     rec = __import__("json").loads((tmp_path / "fashion_table.json").read_text())
     assert [r["rule"] for r in rec["results"]] == ["none", "ncfg", "ccfg"]
     assert (tmp_path / "fashion_tradeoff.png").stat().st_size > 1000
+
+
+@needs_model
+def test_push_neg_is_the_ddim_steps_displacement(unet):
+    """push_neg = ‖x_t' − x_t' without the negative term‖, measured with diffusers' own DDIM step."""
+    sched = digits.make_scheduler("ddim")
+    sched.set_timesteps(4)
+    moved = []
+
+    def hook(i, t, branches, eps, info):
+        zero = torch.zeros_like(eps)
+        a = sched.step(eps, t, zero, return_dict=False)[0]
+        b = sched.step(branches["uncond"], t, zero, return_dict=False)[0]
+        moved.append((a - b).flatten(1).norm(dim=1).numpy())
+
+    _, info = digits.sample(unet, "ncfg", {"gamma": 1.5}, n=2, neg=3, steps=4, hook=hook)
+    np.testing.assert_allclose(info["push_neg"], np.stack(moved), rtol=1e-3, atol=1e-6)

@@ -1,4 +1,5 @@
-"""AppTest on pages/1_Real_model.py: the digits model live, γ moving the judged histogram, saved SD runs."""
+"""AppTest on pages/1_Real_model.py: the digits and Fashion-MNIST models live, γ moving the judged
+histogram, saved SD runs; the Fashion-MNIST page in headless Chromium too."""
 
 from __future__ import annotations
 
@@ -122,3 +123,55 @@ def test_saved_run_shows_grid_and_weights(tmp_path):
     assert not at.exception and not at.info
     assert at.selectbox(key="rm.run").value == run
     assert len(at.get("image")) >= 3  # samples mosaic, grid.png, weights.png
+
+
+FASHION = ROOT / "pretrained" / "fashion_unet.safetensors"
+needs_fashion = pytest.mark.skipif(
+    not FASHION.is_file(), reason="no shipped Fashion-MNIST checkpoint (fashion-train)"
+)
+
+
+@needs_fashion
+def test_fashion_dataset_runs_with_the_same_controls():
+    """Dataset → Fashion-MNIST: the same rule widgets, class names on the bars, 28×28 tiles."""
+    at = _page(n=32, steps=5)
+    labels = lambda: [w.label for w in at.sidebar if getattr(w, "label", None)]  # noqa: E731
+    digits_widgets = labels()
+    at.selectbox(key="rm.dataset").set_value("Fashion-MNIST").run()
+    assert not at.exception and not at.error
+    assert labels() == digits_widgets  # the same controls, in the same order
+    neg = at.selectbox(key="rm.Fashion-MNIST.neg")
+    assert neg.value == 3 and neg.options[3] == "Dress" and neg.options[6] == "Shirt"
+    bar = _plotly(at, '"bar"')["data"][0]
+    assert bar["x"][6] == "Shirt" and _values(bar["customdata"]).sum() == 32
+    assert "Pullover" in bar["x"] and "removing Dress" in json.dumps(_plotly(at, '"bar"')["layout"])
+    assert len(at.get("image")) >= 1  # the mosaic of samples
+
+
+@needs_fashion
+@pytest.mark.browser
+def test_fashion_page_in_chromium(browser, app_url):
+    """The page in headless Chromium at 1366×768: pick Fashion-MNIST, the run finishes, no exception."""
+    from conftest import wait_idle
+
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    try:
+        page.goto(f"{app_url}/Real_model")
+        wait_idle(page, 300_000)
+        box = page.locator("[data-testid='stSelectbox']").filter(has_text="Dataset")
+        box.locator("input").click()
+        page.get_by_role("option", name="Fashion-MNIST").click()
+        page.wait_for_function(
+            "[...document.querySelectorAll('.js-plotly-plot .xtick')].some(t => "
+            "t.textContent === 'Shirt')",
+            timeout=300_000,
+        )
+        wait_idle(page, 300_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.locator("[data-testid='stImage'] img").count() >= 1
+        shots = pathlib.Path("/tmp/toydiff_screenshots")
+        shots.mkdir(exist_ok=True)
+        page.screenshot(path=str(shots / "real_model_fashion.png"), full_page=False)
+    finally:
+        context.close()
