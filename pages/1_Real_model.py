@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from toydiff import guidance
+from toydiff import assets, atlas, guidance
 from toydiff.viz import plots
 from ui.state import log_values
 
@@ -71,9 +71,9 @@ def bridge_rules() -> list[str]:
 def class_names(dataset: str) -> tuple[str, ...]:
     """The 10 class names of a data set label (digits without torch installed too)."""
     try:
-        from toydiff.bridge import cli
+        from toydiff.bridge import datasets
 
-        return cli.dataset(DATASETS[dataset][0]).classes
+        return datasets.dataset(DATASETS[dataset][0]).classes
     except ImportError:
         return tuple(str(c) for c in range(N_CLASSES))
 
@@ -87,12 +87,7 @@ def settings_ui() -> dict:
     try:
         names = bridge_rules()
     except ImportError:
-        branches = {"uncond", "pos", "neg", "cond"}  # loop.bridge_rule's test, without torch
-        names = [
-            n
-            for n, r in guidance.RULES.items()
-            if set(r.branches) <= branches and r.state != "oracle"
-        ]
+        names = [n for n, r in guidance.RULES.items() if atlas.runs_on_images(r)]
     method = sb.selectbox(
         "rule",
         names,
@@ -140,7 +135,7 @@ def settings_ui() -> dict:
 
 
 def _pretrained() -> Path:
-    return Path(__file__).resolve().parents[1] / "pretrained"
+    return assets.root()
 
 
 def param_ui(key: str, name: str, param: guidance.Param) -> float:

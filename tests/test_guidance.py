@@ -1,5 +1,7 @@
 """Guidance rules against MATH §3 written out independently, on numpy, JAX and torch arrays."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,15 +55,56 @@ def reference(name, br, k):
             out[i] = e["cond"] + g * (e["cond"] - e["weak"])
         elif name == "icg":
             out[i] = e["rand"] + g * (e["pos"] - e["rand"])
+        elif name == "cfg_pp":
+            out[i] = e["uncond"] + k["lam"] * dp
+        elif name == "tcfg":
+            m = np.stack([e["pos"].ravel(), e["uncond"].ravel()])
+            v1 = np.linalg.svd(m, full_matrices=False)[2][0]
+            u = (e["uncond"].ravel() @ v1) * v1
+            out[i] = (u + g * (e["pos"].ravel() - u)).reshape(e["uncond"].shape)
+        elif name in ("apg", "cfg_zero_star"):  # in x̂0 / v space at X, AB (initial state)
+            a, b, x = np.sqrt(AB), np.sqrt(1 - AB), x_of(br["uncond"].shape)[i].astype(np.float64)
+            x0 = {c: (x - b * e[c]) / a for c in ("uncond", "pos")}
+            if name == "apg":  # no momentum at the first step
+                d = x0["pos"] - x0["uncond"]
+                d = d * min(1.0, k["r_clip"] / np.linalg.norm(d))
+                par = np.sum(d * x0["pos"]) / np.sum(x0["pos"] ** 2) * x0["pos"]
+                pred = x0["pos"] + (g - 1) * (d - par + k["eta_par"] * par)
+                out[i] = (x - a * pred) / b
+            else:  # zero_steps = 0: the α* formula on v = ε − x̂0
+                v = {c: e[c] - x0[c] for c in ("uncond", "pos")}
+                alpha = np.sum(v["pos"] * v["uncond"]) / np.sum(v["uncond"] ** 2)
+                pred = alpha * v["uncond"] + g * (v["pos"] - alpha * v["uncond"])
+                out[i] = (x + a * pred) / (a + b)
+        else:
+            raise KeyError(f"no reference for {name}")
     return out
 
 
 def knobs(name, batch):
     k = {p: v.default for p, v in RULES[name].params.items()}
     k["gamma"], k["gamma_pos"], k["tau"], k["w_neg"] = 2.5, 1.7, 0.05, 0.7
+    k["lam"], k["r_clip"], k["eta_par"], k["zero_steps"] = 0.6, 0.8, 0.3, 0.0
     k = {p: k[p] for p in RULES[name].params}
     p_neg = np.linspace(0.05, 0.9, batch).astype(np.float32)
     return k, p_neg
+
+
+AB = 0.55  # the noise level at which x̂0- and v-space rules are evaluated
+
+
+def x_of(shape):
+    """The x_t at which the rules are evaluated (x̂0- and v-space rules need it)."""
+    return np.random.default_rng(9).normal(0, 1, shape).astype(np.float32)
+
+
+def extra(r, x, k, p_neg, to):
+    """The rule state's keyword arguments: DNG's p_neg as given, else the initial state's read."""
+    if r.state is None:
+        return None
+    if "p_neg" in inspect.signature(r.fn).parameters:
+        return {"p_neg": to(p_neg)}
+    return r.state.read(r.state.init(x, k), guidance.Step(x, AB, AB), k)
 
 
 def call(name, br, k, p_neg, to):
@@ -69,7 +112,8 @@ def call(name, br, k, p_neg, to):
     br = {b: to(v) for b, v in br.items()}
     if not r.optional_pos:
         br.pop("pos") if "pos" not in r.branches else None
-    return guidance.apply(r, br, k, {"p_neg": to(p_neg)} if r.state else None)
+    x = to(x_of(tuple(br["uncond"].shape)))
+    return guidance.apply(r, br, k, extra(r, x, k, p_neg, to), at=(x, AB))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -81,6 +125,7 @@ def test_rule_matches_math_in_numpy_jax_and_torch(name, shape):
     for to in (np.asarray, jnp.asarray, torch.from_numpy):
         eps, info = call(name, br, k, p_neg, to)
         np.testing.assert_allclose(np.asarray(eps), want, rtol=2e-5, atol=2e-5, err_msg=str(to))
+        info.pop("renoise", None)  # CFG++'s re-noising prediction: a full array
         for v in info.values():
             assert tuple(v.shape) == (shape[0],)
 
@@ -92,7 +137,10 @@ def test_rule_runs_under_jit_without_recompiling_when_knobs_change(name):
     r = RULES[name]
     if not r.optional_pos and "pos" not in r.branches:
         br.pop("pos")
-    fn = jax.jit(lambda br, k, p: guidance.apply(r, br, k, {"p_neg": p} if r.state else None)[0])
+    x = jnp.asarray(x_of((5, 2)))
+    fn = jax.jit(
+        lambda br, k, p: guidance.apply(r, br, k, extra(r, x, k, p, jnp.asarray), at=(x, AB))[0]
+    )
     first = fn(br, k, jnp.asarray(p_neg))
     np.testing.assert_allclose(
         first, reference(name, branches((5, 2)), {**k, "p_neg": p_neg}), rtol=2e-5, atol=2e-5

@@ -200,6 +200,76 @@ def icg(eps_rand: Array, eps_pos: Array, *, gamma) -> tuple[Array, dict]:
     return eps_rand + gamma * (eps_pos - eps_rand), _info(scale_pos=scale)
 
 
+def _dot(a: Array, b: Array) -> Array:
+    """(B,) Σ a·b over every non-batch axis."""
+    xp = array_namespace(a, b)
+    return xp.sum(a * b, axis=tuple(range(1, a.ndim)))
+
+
+def apg(
+    x0_uncond: Array, x0_pos: Array, *, gamma, eta_par, r_clip, momentum, running
+) -> tuple[Array, dict]:
+    """APG (Sadat et al., ICLR 2025; MATH §3.3), in x̂0 space: Δ = D_c − D_∅ + β·Δ̄ (Δ̄ the running
+    Δ, state), clipped to norm r, split into Δ∥ (along D_c) and Δ⊥; D̂ = D_c + (γ − 1)(Δ⊥ + ηΔ∥)
+    (the paper's form; diffusers' AdaptiveProjectedGuidance writes D_∅ + γ(Δ⊥ + ηΔ∥), equal at
+    η = 1). η = 1, r = ∞, β = 0 is CFG."""
+    xp = array_namespace(x0_uncond, x0_pos)
+    d = x0_pos - x0_uncond + momentum * running
+    norm = xp.sqrt(_sq_norm(d))
+    clip = xp.minimum(xp.ones_like(norm), r_clip / xp.maximum(norm, 1e-12))
+    d = _per_sample(clip, d) * d
+    along = _dot(d, x0_pos) / xp.maximum(_sq_norm(x0_pos), 1e-12)
+    par = _per_sample(along, d) * x0_pos
+    out = x0_pos + (gamma - 1) * (d - par + eta_par * par)
+    return out, _info(lam_pos=clip, scale_pos=gamma * clip)
+
+
+def _apg_delta(running, step: Step, knobs) -> Array:
+    """APG's running Δ after this step: D_c − D_∅ (x̂0 space) + β·Δ̄ (before the clip)."""
+    x0 = {b: to_space("x0", step.branches[b], step.x, step.ab) for b in ("uncond", "pos")}
+    return x0["pos"] - x0["uncond"] + knobs["momentum"] * running
+
+
+def cfg_pp(eps_uncond: Array, eps_pos: Array, *, lam) -> tuple[Array, dict]:
+    """CFG++ (Chung et al., ICLR 2025; MATH §3.3): the data estimate from ε̂_λ = ε_∅ + λΔ_p,
+    λ ∈ [0, 1], and the re-noising direction ε_∅ (info["renoise"], which the solver uses)."""
+    lam_pos = _ones(eps_pos)
+    eps = eps_uncond + lam * (eps_pos - eps_uncond)
+    return eps, _info(lam_pos=lam_pos, scale_pos=lam * lam_pos, renoise=eps_uncond)
+
+
+def tcfg(eps_uncond: Array, eps_pos: Array, *, gamma) -> tuple[Array, dict]:
+    """TCFG (Kwon et al., CVPR 2025; MATH §3.3): ε_∅ projected on v₁, the top right-singular
+    vector of the 2×D matrix [ε_c; ε_∅] of each sample; ε̂ = ε_∅' + γ(ε_c − ε_∅'). v₁ is Mᵀw/‖Mᵀw‖
+    with w the top eigenvector of the 2×2 Gram matrix MMᵀ (closed form: no D×D SVD)."""
+    xp = array_namespace(eps_uncond, eps_pos)
+    a, b, d = _sq_norm(eps_pos), _dot(eps_pos, eps_uncond), _sq_norm(eps_uncond)
+    top = (a + d) / 2 + xp.sqrt(((a - d) / 2) ** 2 + b**2)
+    # the better-conditioned of the two eigenvector formulas; (1, 0) when M is 0
+    w0 = xp.where(a >= d, top - d, b)
+    w1 = xp.where(a >= d, b, top - a)
+    degenerate = (xp.abs(w0) + xp.abs(w1)) <= 1e-30
+    w0, w1 = xp.where(degenerate, xp.ones_like(w0), w0), xp.where(degenerate, 0 * w1, w1)
+    v = _per_sample(w0, eps_pos) * eps_pos + _per_sample(w1, eps_pos) * eps_uncond
+    v = v / _per_sample(xp.maximum(xp.sqrt(_sq_norm(v)), 1e-30), v)
+    uncond = _per_sample(_dot(eps_uncond, v), v) * v
+    scale = gamma * _ones(eps_pos)
+    return uncond + gamma * (eps_pos - uncond), _info(lam_pos=_ones(eps_pos), scale_pos=scale)
+
+
+def cfg_zero_star(
+    v_uncond: Array, v_pos: Array, *, gamma, zero_steps, step_index
+) -> tuple[Array, dict]:
+    """CFG-Zero* (Fan et al. 2025; MATH §3.3), on flow velocities: α* = ⟨v_c, v_∅⟩/‖v_∅‖² per
+    sample, v̂ = α* v_∅ + γ(v_c − α* v_∅); v̂ = 0 for the first `zero_steps` steps (zero-init)."""
+    xp = array_namespace(v_uncond, v_pos)
+    alpha = _dot(v_pos, v_uncond) / (_sq_norm(v_uncond) + 1e-8)
+    base = _per_sample(alpha, v_uncond) * v_uncond
+    out = base + gamma * (v_pos - base)
+    zero = _per_sample(xp.astype(step_index < zero_steps, out.dtype), out)
+    return out * (1 - zero), _info(scale_pos=gamma * _ones(v_pos), alpha_star=alpha)
+
+
 def interval(eps_guided: Array, eps_unguided: Array, t, *, t_lo, t_hi) -> Array:
     """Guidance interval: ε̂ inside t ∈ [t_lo, t_hi], the unguided prediction outside (Kynkäänniemi 2024)."""
     xp = array_namespace(eps_guided)
@@ -486,6 +556,48 @@ for _r in (
         weak="skip",
     ),
     Rule("icg", icg, "Independent condition guidance", ("rand", "pos"), {"gamma": _gamma(3.0)}),
+    Rule(
+        "apg",
+        apg,
+        "Adaptive projected guidance (APG)",
+        ("uncond", "pos"),
+        {
+            "gamma": _gamma(3.0),
+            "eta_par": Param(0.0, 0.0, 1.0, help="weight η of Δ's part along D_c (paper: 0)"),
+            "r_clip": Param(10.0, 0.01, 100.0, True, "largest ‖Δ‖ in x̂0 space, r"),
+            "momentum": Param(0.0, -0.9, 0.9, help="momentum β of the running Δ (paper: ≤ 0)"),
+        },
+        state=State(
+            init=lambda x, knobs: x * 0,
+            read=lambda running, step, knobs: {"running": running},
+            update=_apg_delta,
+        ),
+        space="x0",
+    ),
+    Rule(
+        "cfg_pp",
+        cfg_pp,
+        "CFG++",
+        ("uncond", "pos"),
+        {"lam": Param(0.6, 0.0, 1.0, help="λ of ε_∅ + λΔ_p in the data estimate (∈ [0, 1])")},
+    ),
+    Rule("tcfg", tcfg, "Tangential CFG (TCFG)", ("uncond", "pos"), {"gamma": _gamma(3.0)}),
+    Rule(
+        "cfg_zero_star",
+        cfg_zero_star,
+        "CFG-Zero*",
+        ("uncond", "pos"),
+        {
+            "gamma": _gamma(3.0),
+            "zero_steps": Param(2.0, 0.0, 50.0, help="steps with v̂ = 0 at the start (zero-init)"),
+        },
+        state=State(
+            init=lambda x, knobs: _ones(x) * 0,
+            read=lambda count, step, knobs: {"step_index": count},
+            update=lambda count, step, knobs: count + 1,
+        ),
+        space="v",
+    ),
 ):
     register(_r)
 
