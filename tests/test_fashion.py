@@ -152,6 +152,14 @@ def test_dataset_registry_and_fashion_commands():
     assert cli.dataset_main(["fashion-table", "--out", "/nonexistent", "--classes", "12"]) == 2
 
 
+def test_the_top_level_command_routes_fashion(capsys):
+    """`python -m toydiff bridge fashion-table` (the issue's command) reaches the data-set CLI."""
+    from toydiff.__main__ import main
+
+    assert main(["bridge", "fashion-table", "--out", "/nonexistent", "--classes", "12"]) == 2
+    assert "--classes must lie in 0-9" in capsys.readouterr().err
+
+
 @needs_model
 @needs_data
 def test_fashion_table_end_to_end_tiny(tmp_path, monkeypatch):

@@ -183,8 +183,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if (
-        argv[:1] == ["bridge"] and argv[1:2] and argv[1].startswith("digits-")
-    ):  # digits-train | digits-table
+        argv[:1] == ["bridge"] and argv[1:2] and argv[1].startswith(("digits-", "fashion-"))
+    ):  # {digits,fashion}-{train,table}
         from .bridge.cli import digits_main
 
         return digits_main(argv[1:])
