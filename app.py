@@ -23,12 +23,14 @@ import pathlib  # noqa: E402
 import jax  # noqa: E402
 
 # Before any JAX operation: reuse compiled samplers across app restarts (≈ 16 ms per load).
-# TOYDIFF_JAX_CACHE overrides the folder (the latency benchmark measures a cold start with it).
+# TOYDIFF_JAX_CACHE overrides the folder (the latency benchmark measures a cold start with it);
+# an empty value switches the cache off (the test process, which runs the app in-process).
 _CACHE = os.environ.get(
     "TOYDIFF_JAX_CACHE", str(pathlib.Path(__file__).resolve().parent / ".jax_cache")
 )
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+if _CACHE:
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import numpy as np  # noqa: E402
 

@@ -24,6 +24,12 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+# AppTest runs app.py inside this process, which would switch on JAX's persistent compilation
+# cache for every later test: one CI run aborted in the cache's write (SIGABRT in
+# compilation_cache.put_executable_and_time) while a test's Streamlit server wrote the same
+# folder. The test process compiles without it; the servers it starts keep theirs (the app's
+# default folder, or what a caller such as benchmarks/app_latency.py sets before start_app).
+os.environ["TOYDIFF_JAX_CACHE"] = ""
 
 
 def free_port() -> int:
@@ -60,7 +66,11 @@ def start_app(
         cwd=root,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "TOYDIFF_JAX_CACHE": os.environ["TOYDIFF_JAX_CACHE"] or str(root / ".jax_cache"),
+        },
     )
 
 
