@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,12 +25,21 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-# AppTest runs app.py inside this process, which would switch on JAX's persistent compilation
-# cache for every later test: one CI run aborted in the cache's write (SIGABRT in
-# compilation_cache.put_executable_and_time) while a test's Streamlit server wrote the same
-# folder. The test process compiles without it; the servers it starts keep theirs (the app's
-# default folder, or what a caller such as benchmarks/app_latency.py sets before start_app).
-os.environ["TOYDIFF_JAX_CACHE"] = ""
+# JAX's persistent compilation cache: the test process (where AppTest runs app.py, which switches
+# it on) gets a folder of its own, from the first test on (tests re-create jitted closures, and a
+# cached compile loads in ~16 ms instead of ~0.3 s); the Streamlit servers the tests start use the
+# app's folder. One CI run aborted (SIGABRT in compilation_cache.put_executable_and_time) while
+# the test process and a test's server wrote the same folder.
+os.environ["TOYDIFF_JAX_CACHE"] = str(ROOT / ".jax_cache_tests")
+jax.config.update("jax_compilation_cache_dir", os.environ["TOYDIFF_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _server_cache(root: pathlib.Path) -> str:
+    """A server's JAX cache folder: a caller's TOYDIFF_JAX_CACHE (benchmarks/app_latency.py sets
+    one), else the app's default; never the test process's own."""
+    own = os.environ["TOYDIFF_JAX_CACHE"]
+    return own if own != str(ROOT / ".jax_cache_tests") else str(root / ".jax_cache")
 
 
 def free_port() -> int:
@@ -69,7 +79,7 @@ def start_app(
         env={
             **os.environ,
             "PYTHONUNBUFFERED": "1",
-            "TOYDIFF_JAX_CACHE": os.environ["TOYDIFF_JAX_CACHE"] or str(root / ".jax_cache"),
+            "TOYDIFF_JAX_CACHE": _server_cache(root),
         },
     )
 
