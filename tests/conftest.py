@@ -25,17 +25,37 @@ CHROMIUM_ARGS = [
 ]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 # No JAX persistent compilation cache in the test process (AppTest runs app.py in-process, which
-# would switch it on): two fresh-clone CI runs crashed (SIGABRT, then SIGSEGV) inside
-# compilation_cache.put_executable_and_time while writing the executable of the SIMS fine-tuning
-# compile (tests/test_selfguidance.py), with a shared folder and with a folder of its own alike.
-# The Streamlit servers the tests start keep the app's cache folder.
+# would switch it on); the Streamlit servers the tests start keep the app's cache folder.
 os.environ["TOYDIFF_JAX_CACHE"] = ""
+# Every compiled CPU executable holds about three memory maps until JAX's caches drop it. One
+# process running the whole suite crossed Linux's vm.max_map_count (65530) near test 530 and XLA's
+# JIT crashed (SIGSEGV/SIGABRT, fresh-clone CI, 2026-12-06; 32 877 maps after 111 tests).
+MAX_MAPS = 20_000
 
 
 def _server_cache(root: pathlib.Path) -> str:
     """A server's JAX cache folder: a caller's TOYDIFF_JAX_CACHE (benchmarks/app_latency.py sets
     one), else the app's default."""
     return os.environ["TOYDIFF_JAX_CACHE"] or str(root / ".jax_cache")
+
+
+def memory_maps() -> int:
+    """How many memory maps this process holds (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _bounded_jax_caches():
+    """Drops JAX's compiled executables after a test that left more than MAX_MAPS memory maps."""
+    yield
+    if memory_maps() > MAX_MAPS:
+        import jax
+
+        jax.clear_caches()
 
 
 def free_port() -> int:
