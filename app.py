@@ -146,7 +146,7 @@ def body(common: dict, present: bool):
             st.warning(message)
         if present and panels.presentation_nav():
             st.rerun(scope="app")  # the next scene's widgets are applied at the app's top
-    net = common["net"]
+    net = common["session_net"]
     runs = {
         side: simulate(run_key(s), net) if isinstance(s, Scene) else None
         for side, s in scenes.items()
@@ -295,6 +295,16 @@ def common_ui() -> dict:
         "networks (falls back to exact, with a warning, if weights are missing). "
         "Nets you train in this session appear here too (not part of links).",
     )
+    net_kind = sb.radio(
+        "learned net",
+        scene_mod.NETS,
+        key="net",
+        horizontal=True,
+        disabled=score == "exact",
+        help="Standard: trained, as a real model, only where the data's noisy versions lie "
+        "(x_t ~ p_t); guidance that leaves them meets its errors (the error map shows where). "
+        "Everywhere: the same net trained with the exact ε* on the whole view box too.",
+    )
     delta = sb.slider(
         "weak-model blur δ",
         0.0,
@@ -372,7 +382,8 @@ def common_ui() -> dict:
         positive=None if positive == NONE else positive,
         negative=None if negative == NONE else negative,
         score="learned" if score in nets else score,
-        net=score if score in nets else None,
+        session_net=score if score in nets else None,
+        net=net_kind,
         delta=float(delta),
         weak=None if weak == "default" else weak,
         eta=float(eta),
@@ -477,7 +488,7 @@ def make_scene(common: dict, spec: dict) -> Scene | tuple[str, str]:
     if guidance.needs_negative(rule) and common["negative"] is None:
         return "info", f"{rule.label} needs a negative concept: choose one in the sidebar."
     try:
-        return Scene.from_dict({**{k: v for k, v in common.items() if k != "net"}, **spec})
+        return Scene.from_dict({**{k: v for k, v in common.items() if k != "session_net"}, **spec})
     except ValueError as e:
         return "error", f"Invalid settings: {e}"
 

@@ -694,14 +694,17 @@ def _decode(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def test_error_map_shows_the_learned_nets_error_and_the_samples_at_t():
+@pytest.mark.parametrize("net", ["standard", "everywhere"])
+def test_error_map_shows_the_learned_nets_error_and_the_samples_at_t(net):
     """Issue 19's error map: learned scores add one figure per column beside the field; its heatmap
-    is the worst branch of fields.net_error on the grid (recomputed here), capped at 1, and its
-    points the run's samples; exact scores show none."""
+    is the worst branch of fields.net_error on the grid of the chosen kind of net (recomputed
+    here), capped at 1, and its points the run's samples; exact scores show none. The everywhere
+    net's map is lower than the standard one's."""
     from ui.compute import FIELD_RES
 
-    at = _start(**SMALL, score="learned", field_t=200)
+    at = _start(**SMALL, score="learned", net=net, field_t=200)
     _ok(at)
+    assert not at.warning, [w.value for w in at.warning]
     charts = _charts(at)
     assert {"error.left", "error.right"} <= set(charts)
     fig = charts["error.left"]
@@ -710,11 +713,19 @@ def test_error_map_shows_the_learned_nets_error_and_the_samples_at_t():
         {"preset": "three_blobs", "method": "ncfg", "gamma": 2.0, "score": "learned", **SMALL}
     )
     mix = scene.build_mixture()
-    den = scene_mod.denoiser(scene, mix)
     g = fields.grid(fields.extent(mix), FIELD_RES)
-    err = fields.net_error(scene.sampler_config(), den, scene.cond(mix), g, 200.0)
-    np.testing.assert_allclose(z.ravel(), np.clip(np.asarray(err).max(0), 0, 1), atol=2e-3)
-    assert 0.01 < np.median(z) < 1  # a real, imperfect net
+
+    def error_map(kind: str) -> np.ndarray:
+        s = scene.replace(net=kind)
+        err = fields.net_error(
+            s.sampler_config(), scene_mod.denoiser(s, mix), s.cond(mix), g, 200.0
+        )
+        return np.clip(np.asarray(err).max(0), 0, 1)
+
+    np.testing.assert_allclose(z.ravel(), error_map(net), atol=2e-3)
+    assert 0.001 < np.median(z) < 1  # a real, imperfect net
+    if net == "everywhere":
+        assert np.median(z) < 0.5 * np.median(error_map("standard"))
     points = next(d for d in fig["data"] if d["type"] == "scattergl")
     assert len(_decode(points["x"])) == SMALL["n"]
     at = _start(**SMALL)

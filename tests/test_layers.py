@@ -110,7 +110,8 @@ def test_an_installed_copy_finds_its_weights_from_another_folder(tmp_path):
         timeout=300,
     )
     assert build.returncode == 0, build.stderr[-2000:]
-    assert (target / "toydiff" / "pretrained" / "three_blobs.safetensors").is_file()
+    for stem in ("three_blobs", "everywhere/three_blobs"):  # both kinds of net ship
+        assert (target / "toydiff" / "pretrained" / f"{stem}.safetensors").is_file()
     scene = tmp_path / "elsewhere" / "scene.json"
     scene.parent.mkdir()
     scene.write_text(json.dumps({"preset": "three_blobs", "score": "learned", "n": 300}))

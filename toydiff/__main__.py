@@ -86,21 +86,28 @@ def cmd_sweep(args):
 
 
 def cmd_train(args):
-    """Trains the main and weak nets of one preset (or all), or with --weak one guide net only."""
+    """Trains the main and guide nets of one preset, of every preset, or of a scene's mixture
+    (preset or inline; --scene), standard or everywhere (--net); --weak: one guide net only."""
     from . import mixtures, train
 
-    if not args.all:
-        mixtures.preset_info(args.preset)  # unknown name -> ValueError listing the valid ones
-    names = mixtures.PRESETS if args.all else [args.preset]
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps: must be >= 1, got {args.steps}")
-    for name in names:
-        config = train.preset_config(name, **({} if args.steps is None else {"steps": args.steps}))
-        if args.weak:
-            saved = [train.train_net(name, args.out, args.weak, config, args.seed)]
-        else:
-            saved = train.train_preset(name, args.out, config, args.seed)
-        for stem, meta in saved:
+    if args.scene:
+        scene = _scene(args.scene)
+        jobs = [(scene.preset, scene.build_mixture())]
+    else:
+        if not args.all:
+            mixtures.preset_info(args.preset)  # unknown name -> ValueError listing the valid ones
+        jobs = [(name, None) for name in (mixtures.PRESETS if args.all else [args.preset])]
+    command = "python -m toydiff " + " ".join(args.argv)
+    for name, mix in jobs:
+        steps = {} if args.steps is None else {"steps": args.steps}
+        config = train.preset_config(name, args.net, **steps)
+        kinds = [args.weak] if args.weak else ["main", "shipped"]
+        for kind in kinds:
+            stem, meta = train.train_net(
+                name, args.out, kind, config, args.seed, net=args.net, mix=mix, command=command
+            )
             print(train.format_errors(stem, meta), flush=True)
 
 
@@ -210,6 +217,18 @@ def main(argv=None) -> int:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--preset", help="preset name")
     which.add_argument("--all", action="store_true", help="every preset")
+    which.add_argument(
+        "--scene",
+        help="scene JSON file: train for its mixture (preset or inline); the scene "
+        'then uses them with "score": "learned", "checkpoint": OUT',
+    )
+    p.add_argument(
+        "--net",
+        choices=("standard", "everywhere"),
+        default="standard",
+        help="standard: trained on x_t ~ p_t only, as a real model; everywhere: exact targets on "
+        "the whole view box too (saved under OUT/everywhere)",
+    )
     p.add_argument("--steps", type=int, default=None, help="main-net steps (weak net: 1/8)")
     p.add_argument(
         "--weak",
@@ -258,6 +277,7 @@ def main(argv=None) -> int:
     bridge_arguments(p)
     p.set_defaults(fn=cmd_bridge)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         args.fn(args)
     except ValueError as e:

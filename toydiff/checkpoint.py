@@ -203,23 +203,43 @@ def weak_nets(name: str | None = None) -> dict[str, WeakRecipe]:
     return WEAK_NETS | ({"shipped": PRESET_GUIDE[name]} if name in PRESET_GUIDE else {})
 
 
-def pretrained_stem(preset: str, weak: bool | str | None = False, root=None) -> Path:
-    """Path stem of a shipped checkpoint: <root>/<preset>, or of its guide net (weak: True or
-    'shipped' -> <preset>_weak; 'small' -> <preset>_small; 'short' -> <preset>_short)."""
+NETS = (
+    "standard",
+    "everywhere",
+)  # kinds of net (scene key 'net'); everywhere nets: <root>/everywhere
+MIXTURE_STEM = "mixture"  # the stem of nets trained for an inline mixture (train --scene)
+
+
+def net_root(net: str = "standard", root=None) -> Path:
+    """The folder of one kind of net under a checkpoint folder (default: the shipped one)."""
+    if net not in NETS:
+        raise ValueError(f"net: {net!r} is not one of {', '.join(NETS)}")
+    base = Path(root or PRETRAINED_DIR)
+    return base / net if net != "standard" else base
+
+
+def pretrained_stem(preset: str | None, weak: bool | str | None = False, root=None) -> Path:
+    """Path stem of a checkpoint: <root>/<preset> (an inline mixture: <root>/mixture), or of its
+    guide net (weak: True or 'shipped' -> _weak; 'small' -> _small; 'short' -> _short)."""
     kind = "shipped" if weak is True else weak
     if kind and kind not in WEAK_STEMS:
         raise ValueError(f"weak: {kind!r} is not one of {', '.join(WEAK_STEMS)}")
-    return Path(root or PRETRAINED_DIR) / f"{preset}{WEAK_STEMS[kind] if kind else ''}"
+    name = preset or MIXTURE_STEM
+    return Path(root or PRETRAINED_DIR) / f"{name}{WEAK_STEMS[kind] if kind else ''}"
 
 
-def pretrained_model(preset: str | None, mix: Mixture, weak=None, root=None) -> tuple:
-    """(params, eps fn) of a shipped net: the main one, or the guide net `weak` (see pretrained_stem)."""
-    if preset is None:
+def pretrained_model(
+    preset: str | None, mix: Mixture, weak=None, root=None, net: str = "standard"
+) -> tuple:
+    """(params, eps fn) of a net of kind `net` in the folder `root` (default: the shipped ones):
+    the main one, or the guide net `weak` (see pretrained_stem); CheckpointError if missing or
+    trained on another mixture."""
+    if preset is None and root is None:
         raise CheckpointError(
-            "learned scores need a preset: inline mixtures have no pretrained nets "
-            "(train one with python -m toydiff train)"
+            "learned scores need a preset, or nets trained for this mixture: python -m toydiff "
+            'train --scene FILE --out DIR, then the scene key "checkpoint": DIR'
         )
-    params, config, _ = load(pretrained_stem(preset, weak, root), mix)
+    params, config, _ = load(pretrained_stem(preset, weak, net_root(net, root)), mix)
     return params, denoisers.NetEps(config)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import exact, guidance, schedule, solvers
 from .denoisers import BRANCH_MODELS, Denoiser, eval_branches, exact_model
+from .mixtures import extent  # noqa: F401 (the view's half-width, fields.extent)
 from .sampler import Cond, SamplerConfig, branch_concepts, exact_posterior, model_at
 
 
@@ -19,13 +20,6 @@ def grid(lim: float, res: int) -> np.ndarray:
     u = np.linspace(-lim, lim, res, dtype=np.float32)
     xx, yy = np.meshgrid(u, u)
     return np.stack([xx.ravel(), yy.ravel()], -1)
-
-
-def extent(mix) -> float:
-    """Half-width of a square view that holds the data with a margin."""
-    means = np.asarray(mix.means)
-    spread = np.sqrt(np.max(np.asarray(mix.covs)[:, [0, 1], [0, 1]]))
-    return float(np.ceil(np.max(np.abs(means)) + 4 * spread + 0.5))
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

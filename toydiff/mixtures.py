@@ -361,3 +361,10 @@ def preset_info(name: str) -> Preset:
 def preset(name: str) -> Mixture:
     """The named preset mixture; unknown name -> ValueError listing the valid names."""
     return preset_info(name).build()
+
+
+def extent(mix) -> float:
+    """Half-width of a square view that holds the data with a margin."""
+    means = np.asarray(mix.means)
+    spread = np.sqrt(np.max(np.asarray(mix.covs)[:, [0, 1], [0, 1]]))
+    return float(np.ceil(np.max(np.abs(means)) + 4 * spread + 0.5))

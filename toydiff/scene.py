@@ -17,6 +17,7 @@ from .mixtures import Mixture
 from .schedule import T, alpha_bars
 
 SCORES = ("exact", "learned", "weak")
+NETS = ("standard", "everywhere")  # = checkpoint.NETS (scene stays importable without weights)
 WEAK_MODELS = ("shipped", "small", "short", "blur")  # autoguidance's guide (key 'weak')
 _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
     "steps": (1, 1000),
@@ -29,7 +30,19 @@ _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
     "t": (0.0, float(T - 1)),
 }
 _INTS = ("steps", "n", "seed")
-_STRINGS = ("preset", "positive", "negative", "method", "score", "schedule", "weak", "solver")
+_STRINGS = (
+    "preset",
+    "positive",
+    "negative",
+    "method",
+    "score",
+    "schedule",
+    "weak",
+    "solver",
+    "net",
+    "checkpoint",
+)
+_OPTIONAL = ("preset", "positive", "negative", "weak", "checkpoint")  # may be null
 
 
 def knob_names() -> tuple[str, ...]:
@@ -56,6 +69,10 @@ class Scene:
     t_hi: float = float(T)
     delta: float = 0.3  # blur of the exact weak model (autoguidance)
     weak: str | None = None  # guide: a WEAK_MODELS name; None: blur for exact scores, else shipped
+    net: str = (
+        "standard"  # learned scores: checkpoint.NETS (everywhere: trained on the view box too)
+    )
+    checkpoint: str | None = None  # learned scores: a folder of `python -m toydiff train --scene`
     t: float = 500.0  # timestep of the vector-field view
 
     def __post_init__(self):
@@ -159,6 +176,8 @@ class Scene:
             raise ValueError(f"score: {self.score!r} is not one of {', '.join(SCORES)}")
         if self.weak is not None and self.weak not in WEAK_MODELS:
             raise ValueError(f"weak: {self.weak!r} is not one of {', '.join(WEAK_MODELS)}")
+        if self.net not in NETS:
+            raise ValueError(f"net: {self.net!r} is not one of {', '.join(NETS)}")
         alpha_bars(self.schedule)
         solvers.solver(self.solver)
         for key, param in rule.all_params.items():
@@ -243,7 +262,7 @@ def _coerce(key: str, value):
     """The value as the field's type; ValueError names the key (bools are not numbers)."""
     if key == "mixture":
         return value
-    if key in ("preset", "positive", "negative", "weak") and value is None:
+    if key in _OPTIONAL and value is None:
         return None
     if key in _STRINGS:
         return _str(key, value)
@@ -266,12 +285,14 @@ def weak_model(scene: Scene) -> str:
 
 
 def _model(scene: Scene, mix: Mixture, kind: str) -> tuple:
-    """(params, eps fn) of 'exact', 'main' (the shipped net), 'blur' (Σ + δ²I) or a guide net."""
+    """(params, eps fn) of 'exact', 'main' (the scene's net), 'blur' (Σ + δ²I) or a guide net;
+    nets come from the scene's checkpoint folder (default: the shipped one), its `net` kind."""
     if kind in ("exact", "blur"):
         return denoisers.exact_model(scene.delta if kind == "blur" else 0.0)
     from . import checkpoint  # only learned models need weights
 
-    return checkpoint.pretrained_model(scene.preset, mix, None if kind == "main" else kind)
+    weak = None if kind == "main" else kind
+    return checkpoint.pretrained_model(scene.preset, mix, weak, scene.checkpoint, scene.net)
 
 
 def _skip_layer(mix: Mixture, params, config) -> denoisers.Denoiser:

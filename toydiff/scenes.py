@@ -24,9 +24,12 @@ MAX_QUERY_CHARS = 200_000  # longer queries are refused before parsing (an inlin
 MAX_COMPONENTS = 5000  # inline mixtures beyond this are refused (the tree preset has 2032)
 
 
+NOT_IN_LINKS = ("checkpoint",)  # a link must not make the server read a folder it names
+
+
 def _keys() -> tuple[str, ...]:
-    """Every scene key of a link: the fields and every registered rule's knobs (flat)."""
-    return (*Scene.fields(), *knob_names())
+    """Every scene key of a link: the fields but NOT_IN_LINKS and every rule's knobs (flat)."""
+    return (*(k for k in Scene.fields() if k not in NOT_IN_LINKS), *knob_names())
 
 
 def _defaults(scene: Scene) -> dict:
@@ -34,7 +37,12 @@ def _defaults(scene: Scene) -> dict:
     return Scene(method=scene.method).to_dict()
 
 
-SCORES = ("exact", "learned")  # the score sources a claim can hold for
+SCORES = ("exact", "learned", "everywhere")  # the score sources a claim can hold for
+SOURCES = {  # each source's scene keys: the oracle, the standard nets, the everywhere nets
+    "exact": {"score": "exact"},
+    "learned": {"score": "learned", "net": "standard"},
+    "everywhere": {"score": "learned", "net": "everywhere"},
+}
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -53,6 +61,7 @@ CLAIM_METRICS = (  # keys of the metrics dict of toydiff.scene.run (and of `metr
     "diverged",
     "non_finite",
     "p_neg_error",
+    "net_error_on_path",
 )
 
 
@@ -111,8 +120,8 @@ class Curated(NamedTuple):
         return {"left": Scene.from_dict(self.left), "right": Scene.from_dict(self.right)}
 
     def claim_scene(self, claim: Claim, score: str) -> Scene:
-        """The scene a claim is evaluated on: its column with 'score' set to the source."""
-        return Scene.from_dict({**getattr(self, claim.column), "score": score})
+        """The scene a claim is evaluated on: its column with the source's keys (SOURCES)."""
+        return Scene.from_dict({**getattr(self, claim.column), **SOURCES[score]})
 
     def to_dict(self) -> dict:
         """The `scenes --json` entry: name, title, caption, both complete scenes, the claims."""
@@ -164,7 +173,7 @@ def _pair(common: dict, left: dict, right: dict) -> tuple[dict, dict]:
 
 
 L, R = "left", "right"
-EXACT, LEARNED = ("exact",), ("learned",)
+EXACT, LEARNED, EVERYWHERE = ("exact",), ("learned",), ("everywhere",)
 
 CURATED: tuple[Curated, ...] = tuple(
     Curated(
@@ -342,6 +351,27 @@ CURATED: tuple[Curated, ...] = tuple(
                 (R, "off_support", "<=", 0.01, EXACT),
                 (R, "off_support", "<=", 0.02, LEARNED),
                 (R, "energy", ">=", 0.5),
+            ),
+        ),
+        (
+            "net_never_been",
+            "Where the net has never been",
+            "nCFG (left) flings over 95 % of the samples off the data, where the standard net "
+            "was never trained: the relative ε error of the branches it evaluates along the run "
+            "is above 0.45. CCFG (right, τ = 5) keeps them on A and B, under 5 % off the data, "
+            "and its error stays under 0.4: not small, since the negative branch ε(x | C) is still "
+            "asked about points far from C. With the everywhere net (sidebar: learned net) "
+            "CCFG's error is under 0.05.",
+            dict(preset="three_blobs", negative="C", gamma=3.0, t=50.0, score="learned"),
+            dict(method="ncfg"),
+            dict(method="ccfg", tau=5.0),
+            {},
+            (
+                (L, "off_support", ">=", 0.95),
+                (L, "net_error_on_path", ">=", 0.45, LEARNED),
+                (R, "off_support", "<=", 0.05),
+                (R, "net_error_on_path", "<=", 0.4, LEARNED),
+                (R, "net_error_on_path", "<=", 0.05, EVERYWHERE),
             ),
         ),
     )

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import exact, nets, schedule
+from . import exact, mixtures, nets, schedule
 from .checkpoint import PRESET_GUIDE, WEAK_NETS, WeakRecipe, weak_nets  # noqa: F401 (train API)
 from .mixtures import Mixture
 
@@ -36,10 +36,17 @@ class TrainConfig:
     schedule: str = "linear"
     target: str = "sample"  # regression target (MATH §1.1): the drawn ε, or "exact" ε*(x_t, c)
     t_lognormal: float = 0.0  # share of a batch whose t comes from EDM's log-normal σ (MATH §1.1)
+    proposal: float = 0.0  # share of a batch whose x_t is uniform on the view box (exact targets)
 
     def __post_init__(self):
         if self.target not in ("sample", "exact"):
             raise ValueError(f"target: {self.target!r} is not 'sample' or 'exact'")
+        if not 0.0 <= self.proposal <= 1.0:
+            raise ValueError(f"proposal: a share in [0, 1], got {self.proposal}")
+        if self.proposal and self.target != "exact":
+            raise ValueError(
+                "proposal: x_t off p_t has no drawn ε to regress on; needs target='exact'"
+            )
         if self.target == "exact" and self.batch % EXACT_GROUPS:
             raise ValueError(
                 f"batch: exact targets need a multiple of {EXACT_GROUPS}, got {self.batch}"
@@ -51,13 +58,22 @@ class TrainConfig:
 # Recipes that differ from TrainConfig's defaults, by preset (MATH §1.1): the tree's branches are
 # thinner (std down to 0.004) than the noise at most t, so it regresses on ε* and trains more at small σ.
 PRESET_TRAIN: dict[str, dict] = {"tree": dict(target="exact", t_lognormal=0.5)}
+# The kinds of net (checkpoint.NETS, scene key 'net'). A standard net sees, as a real model does,
+# only x_t ~ p_t; an everywhere net regresses on the exact ε* at x_t from p_t and, for a share of
+# each batch, uniform on PROPOSAL_WIDTH × the view box at the same t: only an exact oracle makes
+# that possible, and guided runs that leave the data then stay where the net is right.
+NET_TRAIN: dict[str, dict] = {"standard": {}, "everywhere": dict(target="exact", proposal=0.5)}
+PROPOSAL_WIDTH = 1.5  # the proposal box: [−w·L, w·L]², L = mixtures.extent
 LOGNORMAL = (-2.3, 1.5)  # mean and std of log σ (the autoguidance paper's toy: P_mean, P_std)
 EXACT_GROUPS = 16  # distinct timesteps per batch with exact targets (the batch must divide by it)
 
 
-def preset_config(name: str, **overrides) -> TrainConfig:
-    """The main net's TrainConfig of a preset: the defaults, its PRESET_TRAIN recipe, then overrides."""
-    return TrainConfig(**{**PRESET_TRAIN.get(name, {}), **overrides})
+def preset_config(name: str | None, net: str = "standard", **overrides) -> TrainConfig:
+    """The main net's TrainConfig of a preset (None: an inline mixture): the defaults, its
+    PRESET_TRAIN recipe, the net kind's NET_TRAIN recipe, then overrides."""
+    if net not in NET_TRAIN:
+        raise ValueError(f"net: {net!r} is not one of {', '.join(NET_TRAIN)}")
+    return TrainConfig(**{**PRESET_TRAIN.get(name, {}), **NET_TRAIN[net], **overrides})
 
 
 class TrainState(NamedTuple):
@@ -76,6 +92,7 @@ class Data(NamedTuple):
     alpha_bars: jax.Array  # (T,)
     mix: Mixture  # for exact targets
     logw: jax.Array  # (C+1, K) exact.concept_table: component log-weights per concept row
+    box: jax.Array  # () half-width of the proposal box (TrainConfig.proposal)
 
 
 def make_data(mix: Mixture, kind: str = "linear") -> Data:
@@ -88,6 +105,7 @@ def make_data(mix: Mixture, kind: str = "linear") -> Data:
         jnp.asarray(schedule.alpha_bars(kind)),
         mix,
         logw,
+        jnp.float32(PROPOSAL_WIDTH * mixtures.extent(mix)),
     )
 
 
@@ -170,23 +188,43 @@ def sample_t(key: jax.Array, alpha_bars: jax.Array, batch: int, lognormal: float
     return jnp.where(jax.random.bernoulli(pick_key, lognormal, (batch,)), t_sigma, uniform)
 
 
-def loss_fn(params, net_config, data: Data, key, config: TrainConfig) -> jax.Array:
-    """ε-prediction MSE on fresh exact samples (MATH §1.1): against the drawn ε, or against the
-    exact ε*(x_t, c) (the same minimiser, without the noise of the drawn ε). Exact targets draw
-    EXACT_GROUPS timesteps, each shared by a block of the batch: ε* of a block is one matrix product."""
+def draw_batch(key, data: Data, config: TrainConfig):
+    """(x_t, t, concept, target, weight) of one training batch (MATH §1.1): x_0 ~ p(x | c), t,
+    x_t from the forward process or, for a share config.proposal of the rows, uniform on the
+    proposal box; the target is the drawn ε, or the exact ε*(x_t, c). Exact targets draw
+    EXACT_GROUPS timesteps, each shared by a block of the batch: ε* of a block is one matrix
+    product. weight: 1, but 1 / max(‖ε*‖², 1) on box rows, whose ε* reaches L/σ_t at small t
+    (a relative error there; the minimiser is still ε*, as the target is exact)."""
     batch_key, t_key, eps_key = jax.random.split(key, 3)
     x0, concept = sample_batch(batch_key, data, config.batch, config.p_uncond)
     groups = EXACT_GROUPS if config.target == "exact" else config.batch
-    t = sample_t(t_key, data.alpha_bars, groups, config.t_lognormal)
-    t = jnp.repeat(t, config.batch // groups)
+    t = jnp.repeat(
+        sample_t(t_key, data.alpha_bars, groups, config.t_lognormal), config.batch // groups
+    )
     ab = data.alpha_bars[t]  # (B,)
     eps = jax.random.normal(eps_key, x0.shape)
     x_t = jnp.sqrt(ab)[:, None] * x0 + jnp.sqrt(1 - ab)[:, None] * eps
+    pick = jnp.zeros((config.batch,), bool)
+    if config.proposal:  # uniform on the box instead, a share of rows (their target is ε* there)
+        u_key, pick_key = jax.random.split(jax.random.fold_in(eps_key, 1))
+        box = jax.random.uniform(u_key, x_t.shape, minval=-data.box, maxval=data.box)
+        pick = jax.random.bernoulli(pick_key, config.proposal, (config.batch,))
+        x_t = jnp.where(pick[:, None], box, x_t)
     if config.target == "exact":
         block = lambda a: a.reshape(groups, config.batch // groups, *a.shape[1:])
         star = lambda x, a, w: exact.eps_rows(data.mix, x, a[0], w)
         eps = jax.vmap(star)(block(x_t), block(ab), block(data.logw[concept])).reshape(-1, 2)
-    return jnp.mean((nets.apply(params, net_config, x_t, t, ab, concept) - eps) ** 2)
+    weight = jnp.where(pick, 1.0 / jnp.maximum(jnp.sum(eps**2, -1), 1.0), 1.0)
+    return x_t, t, concept, eps, weight
+
+
+def loss_fn(params, net_config, data: Data, key, config: TrainConfig) -> jax.Array:
+    """ε-prediction MSE on a fresh batch (draw_batch), rows weighted: against the drawn ε, or
+    against the exact ε*(x_t, c) (the same minimiser on p_t, without the noise of the drawn ε)."""
+    x_t, t, concept, target, weight = draw_batch(key, data, config)
+    ab = data.alpha_bars[t]
+    error = (nets.apply(params, net_config, x_t, t, ab, concept) - target) ** 2
+    return jnp.mean(weight[:, None] * error)
 
 
 def _step(state: TrainState, data: Data, key, net_config, config) -> tuple[TrainState, jax.Array]:
@@ -277,9 +315,13 @@ def error_table(
     n: int = 4000,
     seed: int = 1234,
     kind: str = "linear",
+    where: str = "data",
 ) -> dict[str, list[float]]:
-    """{concept name or 'null': relative ε error at each t of ERROR_TS} on x_t ~ p_t(·|c)."""
-    data, ab_all = make_data(mix, kind), schedule.alpha_bars(kind)
+    """{concept name or 'null': relative ε error at each t of ERROR_TS} on x_t ~ p_t(·|c)
+    (where='data'), or on x_t uniform on the view box [−L, L]², L = mixtures.extent (where='box')."""
+    if where not in ("data", "box"):
+        raise ValueError(f"where: {where!r} is not 'data' or 'box'")
+    data, ab_all, lim = make_data(mix, kind), schedule.alpha_bars(kind), mixtures.extent(mix)
     names = (*mix.concepts, "null")
     table = {}
     for row, name in enumerate(names):
@@ -288,10 +330,11 @@ def error_table(
         x0 = sample_x0(key, data, concept)
         errs = []
         for t in ERROR_TS:
-            ab = float(ab_all[t])
-            x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * jax.random.normal(
-                jax.random.fold_in(key, t), x0.shape
-            )
+            ab, t_key = float(ab_all[t]), jax.random.fold_in(key, t)
+            if where == "data":
+                x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * jax.random.normal(t_key, x0.shape)
+            else:
+                x_t = jax.random.uniform(t_key, x0.shape, minval=-lim, maxval=lim)
             eps_net = nets.apply(params, net_config, x_t, t, ab, concept)
             errs.append(
                 relative_error(eps_net, exact.eps(mix, x_t, ab, None if name == "null" else row))
@@ -301,37 +344,70 @@ def error_table(
 
 
 def train_net(
-    name: str, out, kind: str, config: TrainConfig | None = None, seed: int = 0, progress=True
+    name: str | None,
+    out,
+    kind: str,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    progress=True,
+    net: str = "standard",
+    mix: Mixture | None = None,
+    command: str | None = None,
 ) -> tuple[str, dict]:
-    """Trains, evaluates and saves one net of a preset, 'main' or a WEAK_NETS kind: (stem, meta).
-    config: the main net's recipe (default: the preset's, preset_config)."""
-    from . import checkpoint, mixtures
+    """Trains, evaluates and saves one net, 'main' or a WEAK_NETS kind: (stem, meta).
 
-    mix, config = mixtures.preset(name), config or preset_config(name)
+    name: the preset (None: the inline mixture `mix`, saved as checkpoint.MIXTURE_STEM); net: the
+    kind (NET_TRAIN), saved under checkpoint.net_root(net, out); config: the main net's recipe
+    (default: preset_config(name, net)); command: the command line, kept in the metadata."""
+    from . import checkpoint
+
+    mix = mixtures.preset(name) if mix is None else mix
+    config = config or preset_config(name, net)
     if kind == "main":
         net_config, cfg, stop = default_net_config(mix), config, config.steps
     else:
         net_config, cfg, stop = weak_recipe(mix, config, kind, name)
-    stem = checkpoint.pretrained_stem(name, None if kind == "main" else kind, out)
+    root = checkpoint.net_root(net, out)
+    stem = checkpoint.pretrained_stem(name, None if kind == "main" else kind, root)
     state, log = train(mix, net_config, cfg, seed, progress, desc=stem.name, stop=stop)
     errors = {
         "t": list(ERROR_TS),
         "metric": "ratio of RMS ‖ε_net − ε*‖ / ‖ε*‖, x_t ~ p_t(·|c)",
         "rows": error_table(mix, state.ema, net_config),
+        "box_metric": "the same, x_t uniform on the view box [−L, L]², L = mixtures.extent",
+        "box_rows": error_table(mix, state.ema, net_config, where="box"),
     }
     guide = {} if kind == "main" else {"weak": kind}
     meta = dict(
-        preset=name, train=dataclasses.asdict(cfg), seed=seed, errors=errors, **guide, **log
+        preset=name,
+        net=net,
+        command=command,
+        train=dataclasses.asdict(cfg),
+        seed=seed,
+        errors=errors,
+        **guide,
+        **log,
     )
     checkpoint.save(stem, state.ema, net_config, mix, **meta)
     return str(stem), meta
 
 
 def train_preset(
-    name: str, out, config: TrainConfig | None = None, seed: int = 0, progress: bool = True
+    name: str | None,
+    out,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    net: str = "standard",
+    mix: Mixture | None = None,
+    command: str | None = None,
 ) -> list[tuple[str, dict]]:
-    """Trains, evaluates and saves the main and shipped weak nets of a preset: [(stem, meta), ...]."""
-    return [train_net(name, out, kind, config, seed, progress) for kind in ("main", "shipped")]
+    """Trains, evaluates and saves the main and shipped guide nets of a preset (or of the inline
+    mixture `mix`, name None) of one kind: [(stem, meta), ...]."""
+    return [
+        train_net(name, out, kind, config, seed, progress, net, mix, command)
+        for kind in ("main", "shipped")
+    ]
 
 
 def format_errors(stem: str, meta: dict) -> str:
@@ -341,8 +417,10 @@ def format_errors(stem: str, meta: dict) -> str:
         f"{stem}: {meta['steps']} steps in {meta['wall_time_s']:.1f} s, loss {meta['final_loss']:.4f}",
         f"  {'concept':>8} " + " ".join(f"t={t:<4}" for t in ts) + "  mean",
     ]
-    for name, errs in meta["errors"]["rows"].items():
-        lines.append(
-            f"  {name:>8} " + " ".join(f"{e:6.3f}" for e in errs) + f"  {np.mean(errs):.3f}"
-        )
+    for where, rows in (("p_t", "rows"), ("box", "box_rows")):
+        for name, errs in meta["errors"].get(rows, {}).items():
+            lines.append(
+                f"  {name:>8} " + " ".join(f"{e:6.3f}" for e in errs) + f"  {np.mean(errs):.3f}"
+                f"  ({where})"
+            )
     return "\n".join(lines)

@@ -75,8 +75,10 @@ def load_denoiser(
     net: str | None = None,
     method: str = "cfg",
     weak: str | None = None,
+    kind: str = "standard",
 ):
-    """(denoiser, warning): the scene's denoiser, or the exact oracle if weights are missing/corrupt."""
+    """(denoiser, warning): the scene's denoiser, or the exact oracle if weights are missing/corrupt.
+    net: a session-trained net's id; kind: the shipped net kind (Scene.net)."""
     mix = load_mixture(key)
     if net is not None:
         found = net_denoiser(net, mix)
@@ -92,6 +94,7 @@ def load_denoiser(
         negative=None,
         method=method,  # its rule says which weak branch: guide, SIMS net or skipped layer
         weak=weak,
+        net=kind,
     )
     try:
         if net is not None:
@@ -99,15 +102,21 @@ def load_denoiser(
         return scene_mod.denoiser(scene, mix), None
     except Exception as e:  # missing, corrupt or unloadable weights must never take the page down
         warning = (
-            f"No usable {SCORE_LABELS[score]} weights for '{preset or CUSTOM}' "
+            f"No usable {SCORE_LABELS[score]} ({kind}) weights for '{preset or CUSTOM}' "
             f"({type(e).__name__}: {e}); using the exact oracle."
         )
         return scene_mod.denoiser(dataclasses.replace(scene, score="exact"), mix), warning
 
 
+def scene_denoiser(scene: Scene, net: str | None = None):
+    """(denoiser, warning) of a scene (cached): load_denoiser of its settings."""
+    args = (scene.score, scene.delta, net, scene.method, scene.weak, scene.net)
+    return load_denoiser(mix_key(scene), *args)
+
+
 def denoiser_for(scene: Scene, net: str | None = None):
     """The scene's denoiser (cached) without the warning."""
-    return load_denoiser(mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak)[0]
+    return scene_denoiser(scene, net)[0]
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, ttl=CACHE_TTL, show_spinner="sampling…")
@@ -118,9 +127,7 @@ def simulate(scene_json: str, net: str | None = None) -> dict:
     print(f"toydiff: sampled {digest} net={net}", file=sys.stderr, flush=True)
     scene = Scene.from_json(scene_json)
     mix = mixture_of(scene)
-    den, warning = load_denoiser(
-        mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak
-    )
+    den, warning = scene_denoiser(scene, net)
     result = sampler.sample(
         scene.sampler_config(), den, jax.random.key(scene.seed), scene.cond(mix), scene.knobs()
     )  # toydiff.run without the metrics: they come later
@@ -202,7 +209,7 @@ def field_at(scene_json: str, t: int, net: str | None = None) -> dict:
     scene = Scene.from_json(scene_json)
     scene = dataclasses.replace(scene, n=1, seed=0)  # fixed n: one compile per rule/steps
     mix = mixture_of(scene)
-    den, _ = load_denoiser(mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak)
+    den, _ = scene_denoiser(scene, net)
     lim = fields.extent(mix)
     out = fields.field(
         scene.sampler_config(),
@@ -221,7 +228,7 @@ def error_at(scene_json: str, t: int, net: str | None = None) -> np.ndarray:
     (fields.net_error) of the scene's learned denoiser, on the FIELD_RES grid."""
     scene = dataclasses.replace(Scene.from_json(scene_json), n=1, seed=0)
     mix = mixture_of(scene)
-    den, _ = load_denoiser(mix_key(scene), scene.score, scene.delta, net, scene.method, scene.weak)
+    den, _ = scene_denoiser(scene, net)
     g = fields.grid(fields.extent(mix), FIELD_RES)
     err = fields.net_error(scene.sampler_config(), den, scene.cond(mix), g, float(t))
     return np.asarray(err, np.float32).max(0)

@@ -20,6 +20,7 @@ COMMON = (
     "positive",
     "negative",
     "score",
+    "net",
     "delta",
     "weak",
     "eta",
@@ -72,7 +73,7 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
     for k in ("steps", "n", "seed"):
         ss[k] = int(getattr(left, k))
     ss["schedule"], ss["weak"] = left.schedule, left.weak or "default"
-    ss["solver"] = left.solver
+    ss["solver"], ss["net"] = left.solver, left.net
     ss["field_t"] = int(round(left.t))
     if heat:
         ss["field_heat"] = heat
