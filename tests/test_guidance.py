@@ -67,7 +67,7 @@ def reference(name, br, k):
             x0 = {c: (x - b * e[c]) / a for c in ("uncond", "pos")}
             if name == "apg":  # no momentum at the first step
                 d = x0["pos"] - x0["uncond"]
-                d = d * min(1.0, k["r_clip"] / np.linalg.norm(d))
+                d = d * min(1.0, k["r"] / np.linalg.norm(d))
                 par = np.sum(d * x0["pos"]) / np.sum(x0["pos"] ** 2) * x0["pos"]
                 pred = x0["pos"] + (g - 1) * (d - par + k["eta_par"] * par)
                 out[i] = (x - a * pred) / b
@@ -84,7 +84,7 @@ def reference(name, br, k):
 def knobs(name, batch):
     k = {p: v.default for p, v in RULES[name].params.items()}
     k["gamma"], k["gamma_pos"], k["tau"], k["w_neg"] = 2.5, 1.7, 0.05, 0.7
-    k["lam"], k["r_clip"], k["eta_par"], k["zero_steps"] = 0.6, 0.8, 0.3, 0.0
+    k["lam"], k["r"], k["eta_par"], k["zero_steps"] = 0.6, 0.8, 0.3, 0.0
     k = {p: k[p] for p in RULES[name].params}
     p_neg = np.linspace(0.05, 0.9, batch).astype(np.float32)
     return k, p_neg

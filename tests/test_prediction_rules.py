@@ -22,7 +22,7 @@ def _flat(a):
 def test_apg_is_the_paper_formula():
     d_u, d_c, run = (RNG.normal(size=(5, 3, 4)).astype(np.float32) for _ in range(3))
     out, info = guidance.apg(
-        d_u, d_c, gamma=2.5, eta_par=0.3, r_clip=1.2, momentum=-0.4, running=run
+        d_u, d_c, gamma=2.5, eta_par=0.3, r=1.2, beta=-0.4, running=run
     )
     for i in range(5):  # per sample, flattened: the MATH §3.3 recipe
         delta = _flat(d_c)[i] - _flat(d_u)[i] - 0.4 * _flat(run)[i]
@@ -43,8 +43,8 @@ def test_apg_with_eta_1_no_clip_no_momentum_is_cfg():
                 "method": "apg",
                 "gamma": 3.0,
                 "eta_par": 1.0,
-                "r_clip": 100.0,
-                "momentum": 0.0,
+                "r": 1e6,
+                "beta": 0.0,
             }
         )
     )
@@ -54,7 +54,7 @@ def test_apg_with_eta_1_no_clip_no_momentum_is_cfg():
 def test_apg_momentum_runs_on_the_x0_differences_of_the_chain():
     """The state is the running Δ: after the run, a numpy DDIM loop of the rule on the exact
     branches (x̂0 space, β = −0.5, no clip) gives the same trajectory."""
-    knobs = {"gamma": 2.0, "eta_par": 0.0, "r_clip": 100.0, "momentum": -0.5}
+    knobs = {"gamma": 2.0, "eta_par": 0.0, "r": 1e6, "beta": -0.5}
     scene = Scene.from_dict({**BASE, "method": "apg", "steps": 4, **knobs})
     res, _ = toydiff.run(scene)
     mix, levels = toydiff.preset("overlap"), scene.sampler_config().levels()

@@ -207,16 +207,16 @@ def _dot(a: Array, b: Array) -> Array:
 
 
 def apg(
-    x0_uncond: Array, x0_pos: Array, *, gamma, eta_par, r_clip, momentum, running
+    x0_uncond: Array, x0_pos: Array, *, gamma, eta_par, r, beta, running
 ) -> tuple[Array, dict]:
     """APG (Sadat et al., ICLR 2025; MATH §3.3), in x̂0 space: Δ = D_c − D_∅ + β·Δ̄ (Δ̄ the running
     Δ, state), clipped to norm r, split into Δ∥ (along D_c) and Δ⊥; D̂ = D_c + (γ − 1)(Δ⊥ + ηΔ∥)
     (the paper's form; diffusers' AdaptiveProjectedGuidance writes D_∅ + γ(Δ⊥ + ηΔ∥), equal at
     η = 1). η = 1, r = ∞, β = 0 is CFG."""
     xp = array_namespace(x0_uncond, x0_pos)
-    d = x0_pos - x0_uncond + momentum * running
+    d = x0_pos - x0_uncond + beta * running
     norm = xp.sqrt(_sq_norm(d))
-    clip = xp.minimum(xp.ones_like(norm), r_clip / xp.maximum(norm, 1e-12))
+    clip = xp.minimum(xp.ones_like(norm), r / xp.maximum(norm, 1e-12))
     d = _per_sample(clip, d) * d
     along = _dot(d, x0_pos) / xp.maximum(_sq_norm(x0_pos), 1e-12)
     par = _per_sample(along, d) * x0_pos
@@ -227,7 +227,7 @@ def apg(
 def _apg_delta(running, step: Step, knobs) -> Array:
     """APG's running Δ after this step: D_c − D_∅ (x̂0 space) + β·Δ̄ (before the clip)."""
     x0 = {b: to_space("x0", step.branches[b], step.x, step.ab) for b in ("uncond", "pos")}
-    return x0["pos"] - x0["uncond"] + knobs["momentum"] * running
+    return x0["pos"] - x0["uncond"] + knobs["beta"] * running
 
 
 def cfg_pp(eps_uncond: Array, eps_pos: Array, *, lam) -> tuple[Array, dict]:
@@ -564,8 +564,8 @@ for _r in (
         {
             "gamma": _gamma(3.0),
             "eta_par": Param(0.0, 0.0, 1.0, help="weight η of Δ's part along D_c (paper: 0)"),
-            "r_clip": Param(10.0, 0.01, 100.0, True, "largest ‖Δ‖ in x̂0 space, r"),
-            "momentum": Param(0.0, -0.9, 0.9, help="momentum β of the running Δ (paper: ≤ 0)"),
+            "r": Param(10.0, 0.01, 1e7, True, "largest ‖Δ‖ in x̂0 space (≥ 1e6: no clipping)"),
+            "beta": Param(0.0, -0.9, 0.9, help="momentum β of the running Δ (paper: ≤ 0)"),
         },
         state=State(
             init=lambda x, knobs: x * 0,
