@@ -76,6 +76,12 @@ def reference(name, br, k):
                 alpha = np.sum(v["pos"] * v["uncond"]) / np.sum(v["uncond"] ** 2)
                 pred = alpha * v["uncond"] + g * (v["pos"] - alpha * v["uncond"])
                 out[i] = (x + a * pred) / (a + b)
+        elif name == "sld":  # initial state: momentum 0 (its chain: test_sld_momentum_...)
+            text = e["pos"]
+            diff = text - e["neg"]
+            mu = np.where(diff >= k["thresh"], 0.0, np.minimum(np.abs(diff) * k["s_s"], 1.0))
+            active = float(k.get("step_index", 0.0) >= k["warmup"])
+            out[i] = e["uncond"] + g * (dp - active * mu * (e["neg"] - e["uncond"]))
         else:
             raise KeyError(f"no reference for {name}")
     return out
@@ -85,6 +91,7 @@ def knobs(name, batch):
     k = {p: v.default for p, v in RULES[name].params.items()}
     k["gamma"], k["gamma_pos"], k["tau"], k["w_neg"] = 2.5, 1.7, 0.05, 0.7
     k["lam"], k["r"], k["eta_par"], k["zero_steps"] = 0.6, 0.8, 0.3, 0.0
+    k["warmup"], k["thresh"], k["s_s"] = 0.0, 0.3, 2.0  # SLD active at once, μ not all 1
     k = {p: k[p] for p in RULES[name].params}
     p_neg = np.linspace(0.05, 0.9, batch).astype(np.float32)
     return k, p_neg
@@ -222,7 +229,8 @@ def test_registry_parameters_have_defaults_inside_their_ranges():
             assert not p.log or p.lo > 0
 
 
-NEGATIVE_RULES = [n for n, r in RULES.items() if "neg" in r.branches]
+ELEMENT_WISE = ("sld",)  # Δ_n's coefficient differs per element: no scalar scale to compare
+NEGATIVE_RULES = [n for n, r in RULES.items() if "neg" in r.branches and n not in ELEMENT_WISE]
 
 
 @pytest.mark.parametrize("name", NEGATIVE_RULES)
@@ -314,3 +322,32 @@ def test_kernel_tau_schedule_scales_tau_by_the_kernel_temperature():
     _, const = guidance.apply(r, br, {**k, "tau_schedule": 0.0}, kappa=float(kappa[i]))
     _, plain = guidance.ccfg(br["uncond"], br["neg"], gamma=3.0, tau=0.2)
     np.testing.assert_allclose(const["lam_neg"], plain["lam_neg"], rtol=1e-6)
+
+
+def test_sld_momentum_follows_the_chain_and_waits_for_the_warm_up():
+    """Three steps of SLD's state against diffusers' loop written out: g = μ(ε_S − ε_∅) + s_m ν,
+    ν ← β_m ν + (1 − β_m) g at every step, the safety term subtracted from step `warmup` on."""
+    r, n = RULES["sld"], 6
+    k = {"gamma": 2.0, "warmup": 1.0, "s_s": 3.0, "thresh": 0.2, "s_m": 0.5, "beta_m": 0.6}
+    x = np.zeros((n, 2), np.float32)
+    state, nu = r.state.init(x, k), np.zeros((n, 2))
+    for i in range(3):
+        br = branches((n, 2), seed=20 + i)
+        eps, _ = guidance.apply(r, br, k, r.state.read(state, guidance.Step(x, AB, AB), k))
+        diff = br["pos"] - br["neg"]
+        mu = np.where(diff >= 0.2, 0.0, np.minimum(np.abs(diff) * 3.0, 1.0))
+        g = mu * (br["neg"] - br["uncond"]) + 0.5 * nu
+        want = br["uncond"] + 2.0 * (br["pos"] - br["uncond"] - (i >= 1) * g)
+        np.testing.assert_allclose(eps, want, rtol=1e-5, atol=1e-5, err_msg=str(i))
+        nu = 0.6 * nu + 0.4 * g
+        state = r.state.update(state, guidance.Step(x, AB, AB, x, br), k)
+        np.testing.assert_allclose(state[0], nu, rtol=1e-5, atol=1e-6)
+
+
+def test_sld_presets_are_the_papers():
+    assert guidance.SLD_PRESETS["medium"] == {
+        k: p.default for k, p in RULES["sld"].params.items() if k != "gamma"
+    }
+    assert (
+        guidance.SLD_PRESETS["max"]["thresh"] == 1.0 and guidance.SLD_PRESETS["weak"]["s_s"] == 20
+    )

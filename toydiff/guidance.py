@@ -206,9 +206,7 @@ def _dot(a: Array, b: Array) -> Array:
     return xp.sum(a * b, axis=tuple(range(1, a.ndim)))
 
 
-def apg(
-    x0_uncond: Array, x0_pos: Array, *, gamma, eta_par, r, beta, running
-) -> tuple[Array, dict]:
+def apg(x0_uncond: Array, x0_pos: Array, *, gamma, eta_par, r, beta, running) -> tuple[Array, dict]:
     """APG (Sadat et al., ICLR 2025; MATH §3.3), in x̂0 space: Δ = D_c − D_∅ + β·Δ̄ (Δ̄ the running
     Δ, state), clipped to norm r, split into Δ∥ (along D_c) and Δ⊥; D̂ = D_c + (γ − 1)(Δ⊥ + ηΔ∥)
     (the paper's form; diffusers' AdaptiveProjectedGuidance writes D_∅ + γ(Δ⊥ + ηΔ∥), equal at
@@ -268,6 +266,66 @@ def cfg_zero_star(
     out = base + gamma * (v_pos - base)
     zero = _per_sample(xp.astype(step_index < zero_steps, out.dtype), out)
     return out * (1 - zero), _info(scale_pos=gamma * _ones(v_pos), alpha_star=alpha)
+
+
+def sld_term(
+    eps_uncond: Array, eps_neg: Array, eps_text: Array, momentum: Array, *, s_s, thresh, s_m
+):
+    """(g_t, μ) of SLD (MATH §3.3): μ = min(s_S|ε_p − ε_S|, 1) where ε_p − ε_S < λ, else 0,
+    element-wise; g_t = μ ⊙ (ε_S − ε_∅) + s_m ν_t (ν the momentum, the rule's state)."""
+    xp = array_namespace(eps_uncond, eps_neg)
+    diff = eps_text - eps_neg
+    mu = xp.where(diff >= thresh, xp.zeros_like(diff), xp.clip(xp.abs(diff) * s_s, None, 1.0))
+    return mu * (eps_neg - eps_uncond) + s_m * momentum, mu
+
+
+def sld(
+    eps_uncond: Array,
+    eps_neg: Array,
+    *,
+    gamma,
+    warmup,
+    s_s,
+    thresh,
+    s_m,
+    beta_m,
+    momentum,
+    step_index,
+    eps_pos=None,
+) -> tuple[Array, dict]:
+    """Safe Latent Diffusion (Schramowski et al., CVPR 2023; MATH §3.3): ε̂ = ε_∅ + γ(ε_p − ε_∅ −
+    g_t) from step `warmup` on (before: ε_∅ + γ(ε_p − ε_∅)), g_t of `sld_term`; ε_p = ε_∅ without
+    a positive concept. Element-wise, so not invariant under a rotation of the plane. Reported:
+    λ⁻ the mean of μ, γλ⁻ once active. Checked against diffusers' StableDiffusionPipelineSafe."""
+    xp = array_namespace(eps_uncond, eps_neg)
+    text = eps_uncond if eps_pos is None else eps_pos
+    g, mu = sld_term(eps_uncond, eps_neg, text, momentum, s_s=s_s, thresh=thresh, s_m=s_m)
+    active = _per_sample(xp.astype(step_index >= warmup, eps_uncond.dtype) * _ones(g), g)
+    eps = eps_uncond + gamma * (text - eps_uncond - active * g)
+    lam_neg = xp.mean(mu, axis=tuple(range(1, mu.ndim)))
+    lam_pos = None if eps_pos is None else _ones(eps_pos)
+    scale_neg = gamma * lam_neg * xp.reshape(active, (active.shape[0],))
+    return eps, _info(lam_neg, scale_neg, lam_pos, None if lam_pos is None else gamma * lam_pos)
+
+
+def _sld_update(state, step: Step, knobs):
+    """SLD's momentum ν ← β_m ν + (1 − β_m) g_t (every step, warm-up included) and the step count."""
+    momentum, count = state
+    b = step.branches
+    text = b["pos"] if "pos" in b else b["uncond"]
+    g, _ = sld_term(
+        b["uncond"], b["neg"], text, momentum, **{k: knobs[k] for k in ("s_s", "thresh", "s_m")}
+    )
+    return knobs["beta_m"] * momentum + (1 - knobs["beta_m"]) * g, count + 1
+
+
+# SLD's presets (δ warm-up steps, s_S, λ threshold, s_m, β_m); MEDIUM is the registry default
+SLD_PRESETS = {
+    "weak": dict(warmup=15, s_s=20.0, thresh=0.0, s_m=0.0, beta_m=0.0),
+    "medium": dict(warmup=10, s_s=1000.0, thresh=0.01, s_m=0.3, beta_m=0.4),
+    "strong": dict(warmup=7, s_s=2000.0, thresh=0.025, s_m=0.5, beta_m=0.7),
+    "max": dict(warmup=0, s_s=5000.0, thresh=1.0, s_m=0.5, beta_m=0.7),
+}
 
 
 def interval(eps_guided: Array, eps_unguided: Array, t, *, t_lo, t_hi) -> Array:
@@ -597,6 +655,26 @@ for _r in (
             update=lambda count, step, knobs: count + 1,
         ),
         space="v",
+    ),
+    Rule(
+        "sld",
+        sld,
+        "Safe Latent Diffusion (SLD)",
+        ("uncond", "neg"),
+        {
+            "gamma": _gamma(3.0),
+            "warmup": Param(10.0, 0.0, 1000.0, help="steps before the safety term acts (δ)"),
+            "s_s": Param(1000.0, 1.0, 1e4, True, "safety scale s_S of μ = min(s_S|ε_p − ε_S|, 1)"),
+            "thresh": Param(0.01, 0.0, 1.0, help="threshold λ: μ = 0 where ε_p − ε_S ≥ λ"),
+            "s_m": Param(0.3, 0.0, 1.0, help="momentum scale s_m"),
+            "beta_m": Param(0.4, 0.0, 0.99, help="momentum β_m of ν"),
+        },
+        True,
+        state=State(
+            init=lambda x, knobs: (x * 0, _ones(x) * 0),
+            read=lambda state, step, knobs: {"momentum": state[0], "step_index": state[1]},
+            update=_sld_update,
+        ),
     ),
 ):
     register(_r)
