@@ -351,3 +351,25 @@ def test_sld_presets_are_the_papers():
     assert (
         guidance.SLD_PRESETS["max"]["thresh"] == 1.0 and guidance.SLD_PRESETS["weak"]["s_s"] == 20
     )
+
+
+@pytest.mark.parametrize("name", ["cfg", "ncfg", "ccfg", "apg", "perp_neg", "tcfg", "sld"])
+def test_rotating_the_plane_rotates_the_guided_prediction_except_for_sld(name):
+    """Rules built from norms and inner products commute with a rotation R of the plane:
+    rule(R ε, R x) = R rule(ε, x); SLD's element-wise mask does not (MATH §3.3)."""
+    r, n = RULES[name], 64
+    th = np.pi / 4
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]], np.float32)
+    br, x = branches((n, 2), seed=30), x_of((n, 2))
+    k, p_neg = knobs(name, n)
+
+    def guided(branches, x):
+        if not r.optional_pos and "pos" not in r.branches:
+            branches = {b: v for b, v in branches.items() if b != "pos"}
+        return np.asarray(
+            guidance.apply(r, branches, k, extra(r, x, k, p_neg, np.asarray), at=(x, AB))[0]
+        )
+
+    turned = guided({b: v @ rot.T for b, v in br.items()}, x @ rot.T)
+    same = np.allclose(turned, guided(br, x) @ rot.T, rtol=1e-4, atol=1e-4)
+    assert same == (name != "sld")
