@@ -38,6 +38,7 @@ import toydiff  # noqa: E402
 from toydiff import checkpoint, fields, guidance, mixtures, plugins, sampler, schedule, solvers  # noqa: E402
 from toydiff import scene as scene_mod  # noqa: E402
 from toydiff import scenes as scenes_mod  # noqa: E402
+from toydiff.atlas import evaluations, scale_convention  # noqa: E402
 from toydiff.scene import Scene  # noqa: E402
 from toydiff.viz import plots  # noqa: E402
 from ui import atlas, panels, state  # noqa: E402
@@ -401,6 +402,19 @@ def weak_label(preset: str | None) -> str:
     return f"shipped weak net ({checkpoint.weak_nets(preset)['shipped'].help})"
 
 
+def rule_help(name: str) -> str:
+    """The rule selector's help: its network evaluations per step and how its scale maps onto
+    CFG's γ (toydiff.atlas), for the rule shown."""
+    r = guidance.RULES.get(name)
+    if r is None:
+        return "Guidance rule of this column (any registered rule)."
+    return (
+        f"Guidance rule of this column (any registered rule). {r.label}: "
+        f"{evaluations(r)} network evaluations per step; scale: {scale_convention(r.name)}. "
+        "The Method atlas tab lists every rule."
+    )
+
+
 def rule_ui(side: str, box) -> dict:
     """Rule selector of one column and its parameters (generated from the registry) in `box`."""
     sb = box
@@ -412,7 +426,7 @@ def rule_ui(side: str, box) -> dict:
         key=f"{side}.method",
         format_func=lambda r: guidance.RULES[r].label,
         **state.widget_kwargs(f"{side}.method", index=names.index(SIDES[side]["method"])),
-        help="Guidance rule of this column (any registered rule).",
+        help=rule_help(st.session_state.get(f"{side}.method", SIDES[side]["method"])),
     )
     rule = guidance.rule(method)
     spec = {"method": method}

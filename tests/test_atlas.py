@@ -35,7 +35,7 @@ def test_rule_link_decodes_to_a_scene_of_that_rule_that_runs(name):
 @pytest.mark.parametrize("name", guidance.RULES)
 def test_row_is_read_off_the_registry(name):
     r, row = guidance.RULES[name], ROWS[name]
-    assert row.label == r.label and row.formula in r.fn.__doc__
+    assert row.label == r.label and row.formula in " ".join(r.fn.__doc__.split()).replace("`", "")
     assert (row.condition == "yes") == (
         guidance.needs_positive(r) or guidance.needs_negative(r) or "rand" in r.branches
     )
@@ -67,5 +67,19 @@ def test_table_has_a_row_per_method_and_seven_cells_each():
     lines = atlas.table("http://host/app").splitlines()
     assert len(lines) == 2 + len(ROWS)
     for line in lines:  # an unescaped | (e.g. in p(n | x_t)) would add a cell
-        assert line.replace("\\|", "").count("|") == 8, line
+        assert line.replace("\\|", "").count("|") == 10, line
     assert all("](http://host/app?" in line for line in lines[2:])
+
+
+def test_evaluations_per_step_are_the_conventions_of_math():
+    """MATH §3.3 'Conventions': the SD negative prompt takes 2 evaluations per step, nCFG, CCFG and
+    DNG 3 with a positive concept, Perp-Neg 3, SLD 3; CFG 2 and autoguidance 2 (main and weak)."""
+    with_pos = {"sd_negative": 2, "ncfg": 3, "ccfg": 3, "dng": 3, "perp_neg": 3, "sld": 3}
+    for name, n in {**with_pos, "cfg": 2, "autoguidance": 2, "none": 1}.items():
+        text = ROWS[name].evals
+        got = int(text[0]) + (1 if name in with_pos and "+1 with a positive" in text else 0)
+        assert got == n, (name, text)
+    assert "γ = w + 1" in ROWS["cfg"].scale and "γ − 1" in ROWS["sd_negative"].scale
+    table = atlas.table()
+    assert "| Evaluations / step | Scale vs CFG's γ |" in table
+    assert table.count("\n") == len(atlas.rows()) + 2

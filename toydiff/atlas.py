@@ -3,6 +3,7 @@ image-only perturbation methods; rendered as Markdown with a link to a scene tha
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 from urllib.parse import urlencode
 
@@ -47,6 +48,39 @@ _INTERVAL = dict(_ROUND, method="cfg", gamma=5.0, t_lo=200.0, t_hi=800.0)
 _LEFT = {"interval": dict(t_lo=0.0, t_hi=1000.0)}  # the other column; default: no guidance
 
 
+# How each rule's scale maps onto CFG's γ (ε̂ = ε_∅ + γΔ_p, γ = 1 no guidance; MATH §3.3); a rule
+# not listed writes its γ as CFG does. Papers that write ε_c + w(ε_c − ε_∅) use w = γ − 1.
+CONVENTIONS = {
+    "none": "no scale",
+    "cfg": "γ; papers' ε_c + w(ε_c − ε_∅) is γ = w + 1",
+    "ncfg": "γ on Δ_p and on Δ_n (the CCFG paper's form)",
+    "ccfg": "γ, each difference weighted by λ∓ ∈ (0, 2)",
+    "dng": "γ_n on Δ_n·p/(1−p), γ_p (CFG's γ) on Δ_p",
+    "dng_oracle": "γ_n on Δ_n·p/(1−p), γ_p (CFG's γ) on Δ_p",
+    "sd_negative": "γ on Δ_p with the negative scale tied to γ − 1: nCFG + CFG at (γ, γ − 1)",
+    "autoguidance": "w as γ, towards the main net away from the weak one",
+    "cfg_weak": "γ, with the weak net's ε_∅",
+    "sims": "w: ε_main − w(ε_sims − ε_main), i.e. γ = w + 1 from ε_sims",
+    "perturbed": "w: ε + w(ε − ε_perturbed), i.e. γ = w + 1 from ε_perturbed",
+    "apg": "γ as CFG's in x̂0 space (η = 1, r = ∞, β = 0: CFG at γ)",
+    "cfg_pp": "λ ∈ [0, 1] in the data estimate; re-noising with ε_∅",
+    "cfg_zero_star": "γ as CFG's on velocities, after α* scales v_∅",
+    "sld": "γ as CFG's; the safety term is subtracted inside γ(…)",
+}
+
+
+def scale_convention(name: str) -> str:
+    """How the rule's scale maps onto CFG's γ (CONVENTIONS; unlisted rules write γ as CFG does)."""
+    return CONVENTIONS.get(name, "γ as CFG's")
+
+
+def evaluations(r: guidance.Rule) -> str:
+    """Network evaluations per sampling step (DDIM; Heun doubles it): one per distinct branch,
+    plus the positive branch a rule that takes one optionally adds ('cond' is ε_p or ε_∅)."""
+    n = len(set(r.branches))
+    return f"{n} (+1 with a positive)" if r.optional_pos else str(n)
+
+
 class Row(NamedTuple):
     name: str  # rule name, or the image method's
     label: str
@@ -56,6 +90,8 @@ class Row(NamedTuple):
     formula: str
     where: str  # 2D · digits · SD
     scene: dict | None  # Scene.from_dict input of the column showing it (None: no 2D scene)
+    evals: str = "—"  # network evaluations per step (evaluations)
+    scale: str = "—"  # how its scale maps onto CFG's γ (CONVENTIONS)
 
 
 class ImageMethod(NamedTuple):
@@ -102,9 +138,12 @@ IMAGE_METHODS = (  # formulas as MATH §3.1: CFG plus w · shift, w = w_pert
 
 
 def formula(fn) -> str:
-    """The formula of a rule function: its docstring's first line after 'Name: ' (MATH §3)."""
-    first = (fn.__doc__ or "").strip().splitlines()[0]
-    return first.split(": ", 1)[-1].rstrip(".")
+    """The formula of a rule function: its docstring's first sentence after 'Name (...): '
+    (MATH §3), its lines joined."""
+    paragraph = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split()).replace("`", "")
+    return re.split(r"(?<!\bcf)(?<!\bal)\.\s+(?=[A-Z])", paragraph.split(": ", 1)[-1])[0].rstrip(
+        "."
+    )
 
 
 def runs_on_images(r: guidance.Rule) -> bool:
@@ -139,6 +178,8 @@ def rule_row(r: guidance.Rule) -> Row:
         formula(r.fn),
         "2D · digits · SD" if runs_on_images(r) else "2D",
         {**SCENES.get(r.name, default_scene(r)), "method": r.name},
+        evaluations(r),
+        scale_convention(r.name),
     )
 
 
@@ -166,10 +207,23 @@ def rows() -> list[Row]:
             formula(guidance.interval),
             "2D",
             _INTERVAL,
+            "that of the wrapped rule",
+            "that of the wrapped rule",
         )
     )
     out += [
-        Row(m.name, m.label, "no", "none", m.negative, m.formula, m.where, None)
+        Row(
+            m.name,
+            m.label,
+            "no",
+            "none",
+            m.negative,
+            m.formula,
+            m.where,
+            None,
+            "3",
+            "w on the perturbation",
+        )
         for m in IMAGE_METHODS
     ]
     return out
@@ -193,14 +247,17 @@ def _cell(text: str) -> str:
 
 def table(base_url: str = "") -> str:
     """The atlas as one Markdown table: method, condition?, extra training, negative branch,
-    formula, where it runs, and a link to a scene (image-only rows: their 2D analogue)."""
+    formula, evaluations per step, its scale against CFG's γ, where it runs, and a link to a
+    scene (image-only rows: their 2D analogue)."""
     lines = [
-        "| Method | Condition? | Extra training | Negative branch | Formula | Runs on | Scene |",
-        "|---|---|---|---|---|---|---|",
+        "| Method | Condition? | Extra training | Negative branch | Formula | Evaluations / step "
+        "| Scale vs CFG's γ | Runs on | Scene |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows():
         shown = "2D analogue" if row.scene is None else "open"
         cells = (row.label, row.condition, row.training, row.negative)
-        cells += (f"`{row.formula}`", row.where, f"[{shown}]({link(row, base_url)})")
+        cells += (f"`{row.formula}`", row.evals, row.scale, row.where)
+        cells += (f"[{shown}]({link(row, base_url)})",)
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
