@@ -448,7 +448,52 @@ def rule_ui(side: str, box) -> dict:
         help="Guidance is applied only for timesteps in [t_lo, t_hi] "
         "(Kynkäänniemi et al. 2024); outside, the unguided ε is used.",
     )
-    return {**spec, "t_lo": float(lo), "t_hi": float(hi)}
+    spec.update(t_lo=float(lo), t_hi=float(hi))
+    if "gamma" in rule.params:
+        spec.update(schedule_ui(side, sb))
+    return spec
+
+
+def schedule_ui(side: str, sb) -> dict:
+    """A column's weight schedule g(t) on γ (toydiff.guidance.weight); the window's settings."""
+    key = f"{side}.weight_schedule"
+    kind = sb.selectbox(
+        "weight schedule g(t) on γ",
+        guidance.WEIGHT_SCHEDULES,
+        key=key,
+        **state.widget_kwargs(key, index=0),
+        help="γ·g(t) at each step: constant; linear up 2(1 − t/T) or down 2t/T; triangle "
+        "2(1 − |2t/T − 1|) (TV-CFG), each averaging γ over t; window: γ until the switch, then "
+        "g_late·γ (0: no guidance late, < 0: pulled towards the concept). Drawn in the weights "
+        "over time.",
+    )
+    out = {"weight_schedule": kind}
+    if kind == "window":
+        key = f"{side}.g_late"
+        out["g_late"] = float(
+            sb.slider(
+                "g after the switch",
+                -1.0,
+                1.0,
+                key=key,
+                step=0.1,
+                **state.widget_kwargs(key, value=0.0),
+                help="The factor on γ for t below the switch.",
+            )
+        )
+        key = f"{side}.t_switch"
+        out["t_switch"] = float(
+            sb.slider(
+                "switch t",
+                0,
+                schedule.T,
+                key=key,
+                step=10,
+                **state.widget_kwargs(key, value=schedule.T // 2),
+                help="g = 1 for t at or above it (early, noisy steps), g_late below.",
+            )
+        )
+    return out
 
 
 def param_ui(box, key: str, name: str, param: guidance.Param, default: float) -> float:

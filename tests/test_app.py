@@ -731,3 +731,20 @@ def test_error_map_shows_the_learned_nets_error_and_the_samples_at_t(net):
     at = _start(**SMALL)
     _ok(at)
     assert "error.left" not in _charts(at)
+
+
+def test_weight_schedule_controls_reach_the_run_and_the_link():
+    """A column's weight schedule (issue 21, item 3): the window's controls appear, the link
+    carries the schedule, and the metrics are those of toydiff.run on the same scene."""
+    at = _start(**SMALL, **{"left.weight_schedule": "window", "left.g_late": -0.5})
+    _ok(at)
+    assert at.slider(key="left.t_switch").value == 500
+    assert at.query_params["left.weight_schedule"] in ("window", ["window"])
+    scene = scene_mod.Scene.from_dict(
+        {"preset": "three_blobs", "negative": "C", "method": "ncfg", "gamma": 2.0, **SMALL}
+        | {"weight_schedule": "window", "g_late": -0.5}
+    )
+    want = scene_mod.run(scene)[1]["leakage_hard"]
+    got = _num(_table(at)["leakage (p(n∣x) > ½)"][0])
+    assert got == pytest.approx(want, abs=0.006), (got, want)
+    assert want > 0.5  # late negative nCFG pulls the samples into C

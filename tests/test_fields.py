@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +81,31 @@ def test_fields_are_finite_anywhere_on_the_plane(x, y, t, name):
         )
         for k, v in f.items():
             assert np.isfinite(np.asarray(v)).all(), (k, x, y, t)
+
+
+@pytest.mark.parametrize("kind", ["linear_up", "triangle", "window"])
+def test_weight_schedule_scales_the_guidance_term_by_g_of_t(kind):
+    """nCFG is linear in γ: at any t the field's guidance term under a schedule is g(t) times the
+    constant schedule's (guidance.weight), and the guided ε the unguided one plus it."""
+    from toydiff.scene import Scene, denoiser
+
+    base = Scene.from_dict(dict(preset="three_blobs", method="ncfg", negative="C", gamma=2.0))
+    mix = base.build_mixture()
+    x = jnp.asarray(fields.grid(fields.extent(mix), 9))
+    for t in (100.0, 700.0):
+        terms = {}
+        for name in ("constant", kind):
+            scene = base.replace(weight_schedule=name, g_late=-0.5, t_switch=400.0)
+            out = fields.field(
+                scene.sampler_config(), denoiser(scene, mix), scene.cond(mix), scene.knobs(), x, t
+            )
+            terms[name] = np.asarray(out["term"])
+        g = float(
+            guidance.weight(
+                np.float32(t),
+                g_schedule=float(guidance.WEIGHT_SCHEDULES.index(kind)),
+                g_late=-0.5,
+                t_switch=400.0,
+            )
+        )
+        np.testing.assert_allclose(terms[kind], g * terms["constant"], rtol=1e-4, atol=1e-5)

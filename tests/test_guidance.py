@@ -373,3 +373,28 @@ def test_rotating_the_plane_rotates_the_guided_prediction_except_for_sld(name):
     turned = guided({b: v @ rot.T for b, v in br.items()}, x @ rot.T)
     same = np.allclose(turned, guided(br, x) @ rot.T, rtol=1e-4, atol=1e-4)
     assert same == (name != "sld")
+
+
+def test_weight_schedules_in_closed_form_with_time_average_one():
+    """g(t) of every schedule (MATH §3.3) at a few t, in numpy, JAX and torch; linear and triangle
+    average 1 over t, so that γg(t) averages γ (TV-CFG); the window is 1 early, g_late late."""
+    t = np.array([0.0, 250.0, 500.0, 750.0, 1000.0], np.float32)
+    s = t / 1000
+    want = {
+        "constant": np.ones(5),
+        "linear_up": 2 * (1 - s),
+        "linear_down": 2 * s,
+        "triangle": 2 * (1 - np.abs(2 * s - 1)),
+        "window": np.where(t >= 600, 1.0, -0.5),
+    }
+    for i, name in enumerate(guidance.WEIGHT_SCHEDULES):
+        for to in (np.asarray, jnp.asarray, torch.from_numpy):
+            got = guidance.weight(to(t), g_schedule=float(i), g_late=-0.5, t_switch=600.0)
+            np.testing.assert_allclose(np.asarray(got), want[name], atol=1e-6, err_msg=name)
+        fine = np.linspace(0, 1000, 100_001)
+        mean = np.mean(guidance.weight(fine, g_schedule=float(i), g_late=0.0, t_switch=500.0))
+        if name != "window":
+            assert mean == pytest.approx(1.0, abs=1e-4), name
+    knobs = {"gamma": 3.0, "g_schedule": 1.0, "g_late": 0.0, "t_switch": 500.0, "tau": 0.5}
+    assert guidance.scheduled(knobs, np.float32(250.0)) == {**knobs, "gamma": 4.5}
+    assert guidance.scheduled({"lam": 0.5}, np.float32(250.0)) == {"lam": 0.5}  # no γ: unchanged

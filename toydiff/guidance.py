@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
+from .schedule import T as STEPS_T
 from .schedule import ddpm_kernel
 
 Array = Any  # numpy | jax | torch
@@ -333,6 +334,39 @@ def interval(eps_guided: Array, eps_unguided: Array, t, *, t_lo, t_hi) -> Array:
     xp = array_namespace(eps_guided)
     inside = xp.asarray((t >= t_lo) & (t <= t_hi))
     return xp.where(inside, eps_guided, eps_unguided)
+
+
+WEIGHT_SCHEDULES = ("constant", "linear_up", "linear_down", "triangle", "window")
+
+
+def weight(t, *, g_schedule, g_late, t_switch, T: float = STEPS_T) -> Array:
+    """g(t), the factor on γ at timestep t (MATH §3.3), s = t/T (1: pure noise). g_schedule is the
+    index of WEIGHT_SCHEDULES: constant 1; linear_up 2(1 − s) (guidance grows as sampling goes
+    on); linear_down 2s; triangle 2(1 − |2s − 1|) (TV-CFG: peak mid-way); each of these has time
+    average 1, so the average of γg(t) is γ; window: 1 for t ≥ t_switch (early), g_late (0 or
+    negative) after it."""
+    xp = array_namespace(t)  # t: a numpy, JAX or torch array
+    s = t / T
+    shapes = (
+        xp.ones_like(s),
+        2 * (1 - s),
+        2 * s,
+        2 * (1 - xp.abs(2 * s - 1)),
+        xp.where(t >= t_switch, xp.ones_like(s), g_late + 0 * s),
+    )
+    index = 0 * s + g_schedule  # an array of t's kind, whatever g_schedule is (float or traced)
+    out = shapes[0]
+    for i, g in enumerate(shapes[1:], 1):
+        out = xp.where(index == i, g, out)
+    return out
+
+
+def scheduled(knobs: dict, t) -> dict:
+    """The knobs of the step at t: γ times the weight schedule g(t) (knobs without γ unchanged)."""
+    if "gamma" not in knobs or "g_schedule" not in knobs:
+        return knobs
+    g = weight(t, **{k: knobs[k] for k in ("g_schedule", "g_late", "t_switch")})
+    return {**knobs, "gamma": knobs["gamma"] * g}
 
 
 # ---------------------------------------------------------------------------------------- registry

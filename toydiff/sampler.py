@@ -86,9 +86,11 @@ def check(config: SamplerConfig) -> None:
 
 
 def default_knobs(rule: str, **overrides) -> dict[str, float]:
-    """Every traced knob as a Python float: the rule's defaults, η = 0, interval [0, T], then overrides."""
+    """Every traced knob as a Python float: the rule's defaults, η = 0, interval [0, T], a constant
+    weight schedule (guidance.weight), then overrides."""
     knobs = {k: p.default for k, p in guidance.rule(rule).all_params.items()}
-    knobs.update(eta=0.0, t_lo=0.0, t_hi=float(schedule.T))
+    knobs.update(eta=0.0, t_lo=0.0, t_hi=float(schedule.T), g_schedule=0.0, g_late=0.0)
+    knobs.update(t_switch=schedule.T / 2)
     knobs.update(overrides)
     return {k: float(v) for k, v in knobs.items()}  # float(): a new value never recompiles
 
@@ -119,7 +121,8 @@ def guided_eps(
     eps_all = eval_branches(den, models, x, t, alpha_bar, concepts)  # (B, N, 2)
     branches = dict(zip(config.branches, eps_all))
     branches.update({b: branches[config._resolve(b)] for b in r.branches})
-    eps, info = guidance.apply(r, branches, knobs, extra, kappa, at=(x, alpha_bar))
+    step_knobs = guidance.scheduled(knobs, t)  # γ·g(t)
+    eps, info = guidance.apply(r, branches, step_knobs, extra, kappa, at=(x, alpha_bar))
     renoise = info.pop("renoise", eps)
     unguided = branches[config.unguided]
     inside = lambda e: guidance.interval(e, unguided, t, t_lo=knobs["t_lo"], t_hi=knobs["t_hi"])

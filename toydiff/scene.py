@@ -28,6 +28,8 @@ _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
     "t_hi": (0.0, float(T)),
     "delta": (0.0, 5.0),
     "t": (0.0, float(T - 1)),
+    "g_late": (-1.0, 1.0),
+    "t_switch": (0.0, float(T)),
 }
 _INTS = ("steps", "n", "seed")
 _STRINGS = (
@@ -41,6 +43,7 @@ _STRINGS = (
     "solver",
     "net",
     "checkpoint",
+    "weight_schedule",
 )
 _OPTIONAL = ("preset", "positive", "negative", "weak", "checkpoint")  # may be null
 
@@ -67,6 +70,9 @@ class Scene:
     solver: str = "ddim"  # toydiff.solvers.SOLVERS
     t_lo: float = 0.0
     t_hi: float = float(T)
+    weight_schedule: str = "constant"  # g(t) on γ: guidance.WEIGHT_SCHEDULES
+    g_late: float = 0.0  # the window schedule's g after t_switch (0: none, < 0: negative)
+    t_switch: float = float(T) / 2  # the window schedule's switch: g = 1 for t ≥ t_switch
     delta: float = 0.3  # blur of the exact weak model (autoguidance)
     weak: str | None = None  # guide: a WEAK_MODELS name; None: blur for exact scores, else shipped
     net: str = (
@@ -176,6 +182,11 @@ class Scene:
             raise ValueError(f"score: {self.score!r} is not one of {', '.join(SCORES)}")
         if self.weak is not None and self.weak not in WEAK_MODELS:
             raise ValueError(f"weak: {self.weak!r} is not one of {', '.join(WEAK_MODELS)}")
+        if self.weight_schedule not in guidance.WEIGHT_SCHEDULES:
+            raise ValueError(
+                f"weight_schedule: {self.weight_schedule!r} is not one of "
+                f"{', '.join(guidance.WEIGHT_SCHEDULES)}"
+            )
         if self.net not in NETS:
             raise ValueError(f"net: {self.net!r} is not one of {', '.join(NETS)}")
         alpha_bars(self.schedule)
@@ -223,13 +234,17 @@ class Scene:
         )
 
     def knobs(self) -> dict[str, float]:
-        """The traced part: the rule's parameters, η and the guidance interval, as Python floats."""
+        """The traced part: the rule's parameters, η, the guidance interval and the weight
+        schedule (its index), as Python floats."""
         rule = guidance.rule(self.method)
         return sampler.default_knobs(
             self.method,
             eta=self.eta,
             t_lo=self.t_lo,
             t_hi=self.t_hi,
+            g_schedule=float(guidance.WEIGHT_SCHEDULES.index(self.weight_schedule)),
+            g_late=self.g_late,
+            t_switch=self.t_switch,
             **{k: self.knob(k) for k in rule.all_params},
         )
 

@@ -83,6 +83,8 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
             value = getattr(scene, name)
             ss[f"{side}.{scene.method}.{name}"] = value if param.choices else float(value)
         ss[f"{side}.{scene.method}.interval"] = (int(round(scene.t_lo)), int(round(scene.t_hi)))
+        ss[f"{side}.weight_schedule"] = scene.weight_schedule
+        ss[f"{side}.g_late"], ss[f"{side}.t_switch"] = float(scene.g_late), int(scene.t_switch)
     return warnings
 
 
