@@ -76,6 +76,10 @@ def reference(name, br, k):
                 alpha = np.sum(v["pos"] * v["uncond"]) / np.sum(v["uncond"] ** 2)
                 pred = alpha * v["uncond"] + g * (v["pos"] - alpha * v["uncond"])
                 out[i] = (x + a * pred) / (a + b)
+        elif name in ("fbg", "fbg_oracle"):
+            floor = np.log((1 - k["pi"]) * k["lam_max"] / (k["lam_max"] - 1))
+            r = np.exp(max(k["log_r"][i], floor))
+            out[i] = e["uncond"] + r / (r - (1 - k["pi"])) * dp
         elif name == "sld":  # initial state: momentum 0 (its chain: test_sld_momentum_...)
             text = e["pos"]
             diff = text - e["neg"]
@@ -97,6 +101,11 @@ def knobs(name, batch):
     return k, p_neg
 
 
+def log_r_of(p_neg):
+    """FBG's log r for the formula tests: spread from below the λ_max floor up to 3."""
+    return np.linspace(-4.0, 3.0, p_neg.shape[0]).astype(np.float32)
+
+
 AB = 0.55  # the noise level at which x̂0- and v-space rules are evaluated
 
 
@@ -111,6 +120,8 @@ def extra(r, x, k, p_neg, to):
         return None
     if "p_neg" in inspect.signature(r.fn).parameters:
         return {"p_neg": to(p_neg)}
+    if "log_r" in inspect.signature(r.fn).parameters:  # FBG: log r from below its floor to 3
+        return {"log_r": to(log_r_of(p_neg))}
     return r.state.read(r.state.init(x, k), guidance.Step(x, AB, AB), k)
 
 
@@ -128,7 +139,7 @@ def call(name, br, k, p_neg, to):
 def test_rule_matches_math_in_numpy_jax_and_torch(name, shape):
     br = branches(shape)
     k, p_neg = knobs(name, shape[0])
-    want = reference(name, br, {**k, "p_neg": p_neg, **({"gamma": k.get("gamma", 0.0)})})
+    want = reference(name, br, {**k, "p_neg": p_neg, "log_r": log_r_of(p_neg)})
     for to in (np.asarray, jnp.asarray, torch.from_numpy):
         eps, info = call(name, br, k, p_neg, to)
         np.testing.assert_allclose(np.asarray(eps), want, rtol=2e-5, atol=2e-5, err_msg=str(to))
@@ -150,7 +161,10 @@ def test_rule_runs_under_jit_without_recompiling_when_knobs_change(name):
     )
     first = fn(br, k, jnp.asarray(p_neg))
     np.testing.assert_allclose(
-        first, reference(name, branches((5, 2)), {**k, "p_neg": p_neg}), rtol=2e-5, atol=2e-5
+        first,
+        reference(name, branches((5, 2)), {**k, "p_neg": p_neg, "log_r": log_r_of(p_neg)}),
+        rtol=2e-5,
+        atol=2e-5,
     )
     fn(br, {p: v * 1.3 for p, v in k.items()}, jnp.asarray(p_neg))
     assert fn._cache_size() == 1
@@ -398,3 +412,47 @@ def test_weight_schedules_in_closed_form_with_time_average_one():
     knobs = {"gamma": 3.0, "g_schedule": 1.0, "g_late": 0.0, "t_switch": 500.0, "tau": 0.5}
     assert guidance.scheduled(knobs, np.float32(250.0)) == {**knobs, "gamma": 4.5}
     assert guidance.scheduled({"lam": 0.5}, np.float32(250.0)) == {"lam": 0.5}  # no γ: unchanged
+
+
+def test_fbg_track_is_the_written_out_update():
+    """One step of tracked FBG (MATH §3.2) in float64: δ = log(1.5(1 − π))/((1 − t0)N), τ_f =
+    |2σ̃²(t1)δ/10|, log r' = clamp(log r − τ_f/(2σ̃²)(‖x' − μ_c‖² − ‖x' − μ_∅‖²) + δ, floor, 3)."""
+    rng = np.random.default_rng(11)
+    levels = np.linspace(0.05, 1.0, 21)  # N = 20 steps, noise to data
+    k = {"pi": 0.9, "lam_max": 8.0, "t0": 0.5, "t1": 0.4}
+    ab, ab_next = levels[6], levels[7]
+    x, e_c, e_u, x_next = (rng.normal(0, 1, (9, 2)) for _ in range(4))
+    log_r = rng.uniform(-2, 2, 9)
+
+    def kernel(a0, a1):
+        var = (1 - a1) / (1 - a0) * (1 - a0 / a1)
+        a = np.sqrt(a1 / a0)
+        return a, np.sqrt(1 - a1 - var) - a * np.sqrt(1 - a0), var
+
+    a, b, var = kernel(ab, ab_next)
+    var1 = kernel(levels[12], levels[13])[2]  # round((1 − 0.4)·20) = 12
+    delta = np.log(1.5 * 0.1) / (0.5 * 20)
+    tau = abs(2 * var1 * delta / 10)
+    z = (
+        -tau
+        / (2 * var)
+        * (np.sum((x_next - a * x - b * e_c) ** 2, 1) - np.sum((x_next - a * x - b * e_u) ** 2, 1))
+    )
+    floor = np.log(0.1 * 8.0 / 7.0)
+    want = np.clip(log_r + z + delta, floor, 3.0)
+    f32 = lambda v: np.asarray(v, np.float32)
+    step = guidance.Step(
+        f32(x),
+        f32(ab),
+        f32(ab_next),
+        f32(x_next),
+        {"pos": f32(e_c), "uncond": f32(e_u)},
+        levels=f32(levels),
+    )
+    for to in (np.asarray, jnp.asarray, torch.from_numpy):
+        step_to = step._replace(
+            **{f: to(getattr(step, f)) for f in ("x", "ab", "ab_next", "x_next", "levels")},
+            branches={n: to(v) for n, v in step.branches.items()},
+        )
+        got = guidance.fbg_track(to(f32(log_r)), step_to, k)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4, err_msg=str(to))

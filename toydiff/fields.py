@@ -12,7 +12,7 @@ import numpy as np
 from . import exact, guidance, schedule, solvers
 from .denoisers import BRANCH_MODELS, Denoiser, eval_branches, exact_model
 from .mixtures import extent  # noqa: F401 (the view's half-width, fields.extent)
-from .sampler import Cond, SamplerConfig, branch_concepts, exact_posterior, model_at
+from .sampler import Cond, SamplerConfig, branch_concepts, exact_step, model_at
 
 
 def grid(lim: float, res: int) -> np.ndarray:
@@ -39,7 +39,7 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
     ab_next = ab_all[jnp.maximum(t - schedule.T / config.steps, 0).astype(jnp.int32)]
     cfg = dataclasses.replace(config, n=x.shape[0])
     concepts = branch_concepts(cfg, den.mix, cond, jax.random.key(0))
-    at = guidance.Step(x, ab, ab_next, posterior=exact_posterior(den, cond, x, ab))
+    at = exact_step(den, cond, x, ab, ab_next)
     extra = r.state.at(at, knobs) if r.state else {}
     levels = config.levels()
     ref = schedule.kernel_kappa(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -145,6 +146,20 @@ def dng_track(
         offset=offset,
         p_min=p_min,
         p_max=p_max,
+    )
+
+
+def fbg(eps_uncond: Array, eps_pos: Array, *, pi, lam_max, log_r) -> tuple[Array, dict]:
+    """Feedback guidance (Koulischer et al., NeurIPS 2025; MATH §3.2): ε̂ = ε_∅ + λ(ε_c − ε_∅),
+    λ = r/(r − (1 − π)), r = p_t(x | c)/p_t(x) tracked or exact, log r clamped from below so that
+    λ ≤ λ_max. With the exact r it is the score of the de-mixed target ∝ p_t(x | c) − (1 − π)p_t(x)
+    where that is positive."""
+    xp = array_namespace(eps_uncond, eps_pos)
+    floor = xp.log((1 - pi) * lam_max / (lam_max - 1) + 0 * log_r)
+    r = xp.exp(xp.maximum(log_r, floor))
+    lam = r / (r - (1 - pi))
+    return eps_uncond + _per_sample(lam, eps_pos) * (eps_pos - eps_uncond), _info(
+        lam_pos=lam, scale_pos=lam, log_r=log_r
     )
 
 
@@ -405,6 +420,8 @@ class Step(NamedTuple):
     x_next: Array | None = None  # x_t', the solver's draw (update only)
     branches: dict | None = None  # the branch predictions at x_t (update only)
     posterior: Callable | None = None  # () -> (B,) exact p(n | x_t): the toy's oracle, else None
+    log_ratio: Callable | None = None  # () -> (B,) exact log p_t(x | c)/p_t(x) of the positive c
+    levels: Array | None = None  # (N + 1,) ᾱ of the run's grid, noise to data (FBG's τ_f and δ)
 
 
 class State(NamedTuple):
@@ -561,6 +578,63 @@ ORACLE = State(
     exact=True,
 )
 
+_FBG = {
+    "pi": Param(0.95, 0.5, 0.999, help="π: the share of p(x | c) in the mixture FBG de-mixes"),
+    "lam_max": Param(10.0, 1.1, 100.0, True, "λ_max: the largest guidance weight"),
+}
+_FBG_TRACK = {
+    "t0": Param(
+        0.5, 0.0, 0.99, help="t0: by t0 (1: noise) λ reaches 3 without evidence (offset δ)"
+    ),
+    "t1": Param(
+        0.4, 0.0, 1.0, help="t1: the step whose kernel variance sets the update's temperature"
+    ),
+}
+FBG_LOG_R_MAX = 3.0  # the tracked log r's upper clamp
+
+
+def _fbg_floor(knobs, like):
+    """The lower clamp of log r: λ = r/(r − (1 − π)) = λ_max there (MATH §3.2)."""
+    xp = array_namespace(like)
+    pi, lam_max = knobs["pi"], knobs["lam_max"]
+    return xp.log((1 - pi) * lam_max / (lam_max - 1) + 0 * like)
+
+
+def fbg_track(log_r, step: Step, knobs) -> Array:
+    """(B,) log r after the stochastic step x_t → x_t' (MATH §3.2): log r − τ_f/(2σ̃²)(‖x' − μ_c‖²
+    − ‖x' − μ_∅‖²) + δ, clamped to [log r_min, 3], the means and σ̃² of `ddpm_kernel`; δ =
+    log(1.5(1 − π))/((1 − t0)N) and τ_f = |2σ̃²(t1)δ/10| from the run's grid step.levels (N steps)."""
+    xp = array_namespace(step.x)
+    levels = step.levels
+    n = levels.shape[0] - 1
+    a, b, var = ddpm_kernel(step.ab, step.ab_next)
+    var = xp.clip(xp.asarray(var, dtype=xp.float32), 1e-12, None)
+    i1 = xp.astype(xp.clip(xp.round((1 - knobs["t1"] + 0 * log_r[:1]) * n), 0, n - 1), xp.int32)
+    var1 = ddpm_kernel(levels[i1], levels[i1 + 1])[2]
+    delta = math.log(1.5) + xp.log(1 - knobs["pi"] + 0 * log_r)
+    delta = delta / ((1 - knobs["t0"]) * n)
+    tau = xp.abs(2 * var1 * delta / 10)
+    mean = lambda e: a * step.x + b * e
+    c, u = step.branches["pos"], step.branches["uncond"]
+    z = -tau / (2 * var) * (_sq_norm(step.x_next - mean(c)) - _sq_norm(step.x_next - mean(u)))
+    return xp.clip(log_r + z + delta, _fbg_floor(knobs, log_r), FBG_LOG_R_MAX)
+
+
+FBG_TRACKED = State(
+    lambda x, knobs: _ones(x) * 0,  # log r = 0: r = 1 at x_T
+    lambda log_r, step, knobs: {"log_r": log_r},
+    fbg_track,
+    _FBG_TRACK,
+    eta=1.0,
+    field=lambda step, knobs: {"log_r": step.log_ratio()},
+)
+FBG_ORACLE = State(
+    lambda x, knobs: _ones(x) * 0,
+    lambda state, step, knobs: {"log_r": step.log_ratio()},
+    lambda state, step, knobs: state,
+    exact=True,
+)
+
 _TAU_SCHEDULE = choice(
     ("constant", "kernel"),
     "τ over the steps: constant, or τ·κ_t/κ_ref with the reverse kernel's temperature "
@@ -710,6 +784,8 @@ for _r in (
             update=_sld_update,
         ),
     ),
+    Rule("fbg", fbg, "Feedback guidance (FBG)", ("uncond", "pos"), _FBG, state=FBG_TRACKED),
+    Rule("fbg_oracle", fbg, "FBG, exact ratio", ("uncond", "pos"), _FBG, state=FBG_ORACLE),
 ):
     register(_r)
 

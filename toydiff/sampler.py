@@ -139,6 +139,26 @@ def exact_posterior(den: Denoiser, cond: Cond, x, alpha_bar):
     return lambda: exact.posteriors(den.mix, x, alpha_bar)[:, cond.neg]
 
 
+def exact_log_ratio(den: Denoiser, cond: Cond, x, alpha_bar):
+    """() -> (N,) the exact log p_t(x | c)/p_t(x) of the positive concept (Step.log_ratio)."""
+    table = exact.concept_table(den.mix)
+    return lambda: exact.log_prob_rows(den.mix, x, alpha_bar, table[cond.pos]) - (
+        exact.log_prob_rows(den.mix, x, alpha_bar, table[-1])
+    )
+
+
+def exact_step(den: Denoiser, cond: Cond, x, ab, ab_next, levels=None) -> guidance.Step:
+    """What a rule's state sees at x_t on the toy: the exact posterior and ratio, the grid."""
+    return guidance.Step(
+        x,
+        ab,
+        ab_next,
+        posterior=exact_posterior(den, cond, x, ab),
+        log_ratio=exact_log_ratio(den, cond, x, ab),
+        levels=levels,
+    )
+
+
 def push_neg(info: dict, b, inside) -> jax.Array | None:
     """(N,) the displacement of x_t that the negative term causes in one step, |b_t|·|γλ⁻|·‖Δ_n‖
     (MATH §3.1), 0 outside the guidance interval; None for a rule without a negative term."""
@@ -171,12 +191,13 @@ def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, kno
     eta = r.state.eta if r.state and r.state.eta is not None else knobs["eta"]
     concepts = branch_concepts(config, den.mix, cond, rand_key)
     levels = config.levels()
+    grid = jnp.asarray(levels, jnp.float32)
     kappas = schedule.kernel_temperature(config.schedule, config.steps, levels)
     x_T = jax.random.normal(init_key, (config.n, 2))
 
     def step(carry: SampleCarry, inputs):
         i, ab, ab_n, kappa = inputs
-        at = guidance.Step(carry.x, ab, ab_n, posterior=exact_posterior(den, cond, carry.x, ab))
+        at = exact_step(den, cond, carry.x, ab, ab_n, grid)
         extra = r.state.read(carry.state, at, knobs) if r.state else {}
         cache = {}
         model = model_at(config, den, concepts, knobs, extra, kappa, cache)
