@@ -23,6 +23,17 @@ from toydiff import exact, metrics, mixtures
 from toydiff.scene import Scene, run
 
 N, STEPS, PI = 2000, 100, 0.95
+# no preset's de-mixed target is a density at π = 0.95 (hard memberships: r → 0 off the concept);
+# on this one every point is partly "c" (r ≥ 0.57), so at π = 0.6 it is: 86 % on the left mode
+# where p(x | c) has 71 %
+SOFT = dict(
+    means=[[-1.5, 0.0], [1.5, 0.0]],
+    covs=[[[0.25, 0.0], [0.0, 0.25]], [[0.25, 0.0], [0.0, 0.25]]],
+    weights=[0.5, 0.5],
+    membership=[[1.0, 0.4], [0.0, 0.6]],
+    concepts=["c", "d"],
+)
+SOFT_PI = 0.6
 
 
 def demixed(key, mix, concept: str, n: int, pi: float = PI) -> np.ndarray:
@@ -61,6 +72,34 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
     rows = []
+    soft = mixtures.Mixture(**SOFT)
+    for eta in (1.0, 0.0):
+        scene = Scene.from_dict(
+            dict(
+                mixture=SOFT,
+                method="fbg_oracle",
+                positive="c",
+                negative=None,
+                pi=SOFT_PI,
+                steps=STEPS,
+                eta=eta,
+                n=N,
+                seed=0,
+            )
+        )
+        y = np.asarray(run(scene)[0].x0)
+        q = lambda i: demixed(jax.random.key(300 + i), soft, "c", N, SOFT_PI)
+        rows.append(
+            dict(
+                rule="fbg_oracle",
+                preset="soft (inline, π = 0.6)",
+                concept="c",
+                eta=eta,
+                density=is_density(soft, "c", SOFT_PI),
+                energy_ratio=energy_ratio(y, q),
+            )
+        )
+        print(json.dumps(rows[-1]), flush=True)
     for preset in mixtures.PRESETS:
         mix = mixtures.preset(preset)
         for concept in mix.concepts:
