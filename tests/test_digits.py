@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("diffusers")
 import torch  # noqa: E402
 
-from toydiff import guidance  # noqa: E402
+from toydiff import atlas, guidance  # noqa: E402
 from toydiff.__main__ import main  # noqa: E402
 from toydiff.bridge import digits, loop, table  # noqa: E402
 
@@ -198,3 +198,23 @@ def test_table_command_end_to_end_tiny(tmp_path, monkeypatch):
     rec = json.loads((tmp_path / "digits_table.json").read_text())
     assert [r["rule"] for r in rec["results"]] == ["none", "ncfg", "ccfg"]
     assert rec["classes"] == [0, 7] and (tmp_path / "digits_pareto.png").stat().st_size > 1000
+
+
+IMAGE_RULES = [n for n, r in guidance.RULES.items() if atlas.runs_on_images(r)]
+
+
+@pytest.mark.parametrize("rule", IMAGE_RULES)
+def test_every_image_rule_runs_on_the_digits_unet_with_its_diagnostics(unet, rule):
+    """Each rule the bridge takes (issue 21, item 6; atlas.runs_on_images) samples the digits UNet
+    through bridge.loop with a positive and a negative class, its state (DNG's p, FBG's log r,
+    SLD's momentum, APG's running Δ) carried by the torch loop, and reports the toy's per-step
+    diagnostics: finite images and (steps, n) rows."""
+    knobs = {"warmup": 1.0} if rule == "sld" else {}
+    x, info = digits.sample(unet, rule, knobs, n=4, pos=7, neg=np.array([0, 1, 2, 3]), steps=4)
+    assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+    assert info["guidance_norm"].shape == (4, 4) and np.isfinite(info["guidance_norm"]).all()
+    for key in ("lam_neg", "lam_pos", "scale_neg", "scale_pos", "p_neg", "log_r"):
+        if key in info:
+            assert info[key].shape == (4, 4) and np.isfinite(info[key]).all(), key
+    if rule == "fbg":  # the tracked log r moves along the chain from 0
+        assert np.allclose(info["log_r"][0], 0.0) and not np.allclose(info["log_r"][-1], 0.0)

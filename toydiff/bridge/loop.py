@@ -102,6 +102,10 @@ def sample(
     step_kwargs = _step_kwargs(r, scheduler, step_kwargs)
     ref = None
     rows = []
+    levels = torch.stack(  # the run's ᾱ grid, noise to data (a rule state may read it: FBG)
+        [_alpha_bars(scheduler, timesteps, i)[0] for i in range(len(timesteps))]
+        + [torch.ones((), dtype=torch.float64)]
+    ).to(latents.device, torch.float32)
     for i, t in enumerate(timesteps):
         ab, ab_next = _alpha_bars(scheduler, timesteps, i)
         if ref is None:  # κ_ref: the middle step's kernel temperature (MATH §3.1)
@@ -112,7 +116,7 @@ def sample(
         )
         x_in = scheduler.scale_model_input(latents, t)  # the VP x_t for Euler-type schedulers too
         ab32, ab_next32 = (a.to(latents.device, torch.float32) for a in (ab, ab_next))
-        at = guidance.Step(x_in.float(), ab32, ab_next32)
+        at = guidance.Step(x_in.float(), ab32, ab_next32, levels=levels)
         extra = r.state.read(state, at, knobs) if r.state else None
         branches = eps_fn(x_in, t)
         eps, info = guide(r, branches, knobs, extra, kappa, (x_in, ab32))
