@@ -126,8 +126,7 @@ def main():
     state.apply_pending()
     present = lecture_ui()
     common = common_ui()
-    if present:
-        panels.presentation_style()
+    panels.page_style(present)
     body(common, present)
 
 
@@ -136,8 +135,17 @@ def body(common: dict, present: bool):
     """Everything but the sidebar. A rule control (γ, τ, …) reruns only this: Streamlit's browser
     side re-renders every element a rerun sends, and the sidebar would add its ~25 widgets."""
     top = st.container()
-    with st.expander("Rules of the two columns", expanded=not present):
-        specs = dict(zip(SIDES, (rule_ui(side, col) for side, col in zip(SIDES, st.columns(2)))))
+    main_area = st.container() if present else None  # a projector: the rules below the picture
+    specs = {}
+    for side, col in zip(SIDES, st.columns(2, gap="medium")):  # one row: the picture comes first
+        with col.popover(
+            f"⚙ {side} column: rule and knobs",
+            key=f"{side}.rules",
+            width="stretch",
+            help="The column's guidance rule, its γ, τ, …, its guidance interval and weight "
+            "schedule; the plot's title shows them.",
+        ):
+            specs[side] = rule_ui(side, st)
     scenes = {side: make_scene(common, spec) for side, spec in specs.items()}
     pair = {side: s for side, s in scenes.items() if isinstance(s, Scene)}
     name = state.write_url(pair, present).get("scene") if len(pair) == 2 else None
@@ -145,15 +153,16 @@ def body(common: dict, present: bool):
         header(common, name, present)
         for message in st.session_state.pop("url_warnings", []):
             st.warning(message)
-        if present and panels.presentation_nav():
+        if present and st.session_state.pop("_nav_clicked", False):
             st.rerun(scope="app")  # the next scene's widgets are applied at the app's top
     net = common["session_net"]
     runs = {
         side: simulate(run_key(s), net) if isinstance(s, Scene) else None
         for side, s in scenes.items()
     }
-    trajectories_view(scenes, runs, net, present)
-    metrics_view(scenes, net)
+    with main_area or st.container():
+        trajectories_view(scenes, runs, net, present)
+        metrics_view(scenes, net, present, name)
     if present:
         return
     field_view(scenes, net)
@@ -199,22 +208,34 @@ def presentation_flag() -> bool:
         return False
 
 
+def first_sentence(text: str) -> tuple[str, str]:
+    """(the first sentence, the rest) of a caption: one line on the page, the rest folded."""
+    head, dot, rest = text.partition(". ")
+    return (head + dot).strip(), rest.strip()
+
+
 def header(common: dict, name: str | None, present: bool):
-    """Title and caption: the curated scene's, or the data's description."""
+    """Title and a one-line caption (the rest in its ? tooltip): the curated scene's, or the
+    data's description; in presentation mode ◀ ▶ beside the title."""
     if name:
-        c = scenes_mod.curated(name)
-        st.title(c.title)
-        st.markdown(
-            f"<div class='lecture-caption'>{c.caption}</div>" if present else c.caption,
-            unsafe_allow_html=True,
+        title, caption = scenes_mod.curated(name).title, scenes_mod.curated(name).caption
+    else:
+        title = "Negative guidance, side by side"
+        what = mixtures.DESCRIPTIONS[common["preset"]] if common["preset"] else "An edited mixture."
+        caption = (
+            f"**{common['preset'] or CUSTOM}**: {what} Both columns start from the same noise. "
+            "Grey: data density p(x); red, dotted: where p(negative | x) > ½. Points: blue "
+            "allowed, red leaked into the negative concept, grey off the data support."
         )
-        return
-    st.title("Negative guidance, side by side")
-    what = mixtures.DESCRIPTIONS[common["preset"]] if common["preset"] else "An edited mixture."
+    line, rest = first_sentence(caption)
+    if present:
+        panels.presentation_title(title)
+    else:
+        st.title(title)
     st.caption(
-        f"**{common['preset'] or CUSTOM}**: {what} Both columns start "
-        "from the same noise. Grey: data density p(x); red, dotted: where p(negative | x) > ½. "
-        "Points: blue allowed, red leaked into the negative concept, grey off the data support."
+        f"<span class='lecture-caption'>{line}</span>" if present else line,
+        help=rest or None,
+        unsafe_allow_html=True,
     )
 
 
@@ -593,8 +614,6 @@ def view_extent(runs: list[dict]) -> float:
 
 @st.fragment
 def trajectories_view(scenes: dict, runs: dict, net: str | None, present: bool = False):
-    if not present:
-        st.subheader("Trajectories")
     trails = (
         False
         if present
@@ -630,13 +649,32 @@ def trajectories_view(scenes: dict, runs: dict, net: str | None, present: bool =
             return plots.trajectory_spec(*args)  # a dict: no plotly Frame objects to build
 
         draw(col, "traj", side, scene, net, figure, lim, trails, present)
-        col.caption(
-            f"{len(run['labels'])} samples, {scene.steps} steps, η = {sampler.effective_eta(scene.method, scene.eta):g}; "
-            f"{run['diverged']} diverged, {off} outside the view."
-        )
+        if not present:  # the figure's subtitle says it on a projector
+            col.caption(
+                f"{len(run['labels'])} samples, {scene.steps} steps, η = "
+                f"{sampler.effective_eta(scene.method, scene.eta):g}; "
+                f"{run['diverged']} diverged, {off} outside the view."
+            )
 
 
-def metrics_view(scenes: dict, net: str | None = None):
+def metrics_view(scenes: dict, net: str | None = None, present: bool = False, name=None):
+    if present:  # one line per column: the metrics its claims are about
+        claims = scenes_mod.curated(name).claims if name else ()
+        for side, col in columns_for(scenes).items():
+            keys = list(dict.fromkeys(c.metric for c in claims if c.column == side))
+            values = metrics_of(run_key(scenes[side]), net)
+            col.markdown(
+                "<div class='metric-line'>"
+                + plots.metrics_line(
+                    values,
+                    keys or ["off_support", "leakage_hard"],
+                    scenes[side].negative,
+                    scenes[side].positive,
+                )
+                + "</div>",
+                unsafe_allow_html=True,
+            )
+        return
     st.subheader("Metrics")
     names = [
         f"{side}: {guidance.rule(s.method).label}"
@@ -802,5 +840,10 @@ def draw(col, view: str, side: str, scene: Scene, net: str | None, make, *settin
     chart.show(make, f"{view}.{side}", plots.CONFIG, col, cache_key=key)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the sidebar names each page for what it shows
+    st.navigation(
+        [
+            st.Page(main, title="Guidance, side by side", default=True),
+            st.Page("pages/1_Real_model.py", title="Real image model", url_path="Real_model"),
+        ]
+    ).run()

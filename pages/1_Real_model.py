@@ -40,10 +40,13 @@ def main():
     )
     try:
         result = run(json.dumps(settings, sort_keys=True))
-    except (
-        ImportError,
-        ValueError,
-    ) as e:  # missing torch/diffusers, or a missing/corrupt checkpoint
+    except ImportError as e:  # the bridge extra is not installed: say the one command
+        st.error(
+            f"This page needs the image-model extra (torch, diffusers; {e}). Install it with "
+            "`.venv/bin/pip install -r requirements-bridge.txt` (README's first command "
+            "installs it), then reload the page."
+        )
+    except ValueError as e:  # a missing or corrupt checkpoint
         st.error(
             f"Cannot run the {label} model: {e}. Train one with "
             f"`python -m toydiff.bridge {name}-train --out pretrained`, or point the checkpoint "

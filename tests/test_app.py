@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pathlib
 import re
 import time
@@ -748,3 +749,37 @@ def test_weight_schedule_controls_reach_the_run_and_the_link():
     got = _num(_table(at)["leakage (p(n∣x) > ½)"][0])
     assert got == pytest.approx(want, abs=0.006), (got, want)
     assert want > 0.5  # late negative nCFG pulls the samples into C
+
+
+def test_every_page_renders_without_the_bridge_extra(tmp_path):
+    """Issue 22, item 5: with only requirements.txt (diffusers made unimportable by a stub on the
+    path), both pages render without an exception; the image-model page names the one command
+    that installs what it needs, which README's first command runs."""
+    import subprocess
+    import sys
+
+    stub = tmp_path / "diffusers"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("raise ImportError(\"No module named 'diffusers'\")\n")
+    code = (
+        "import json, sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "out = {}\n"
+        "for page in sys.argv[1:]:\n"
+        "    at = AppTest.from_file(page, default_timeout=300).run()\n"
+        "    out[page] = ([e.value for e in at.error], [x.message for x in at.exception])\n"
+        "print(json.dumps(out))\n"
+    )
+    pages = [APP, str(pathlib.Path(APP).parent / "pages" / "1_Real_model.py")]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TOYDIFF_JAX_CACHE": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *pages], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out[APP] == [[], []]
+    errors, exceptions = out[pages[1]]
+    assert exceptions == [] and len(errors) == 1
+    assert "pip install -r requirements-bridge.txt" in errors[0]
+    readme = (pathlib.Path(APP).parent / "README.md").read_text()
+    assert "pip install -r requirements.txt -r requirements-bridge.txt" in readme

@@ -36,8 +36,9 @@ def test_page_renders_without_exception(page, tmp_path):
 def test_keyboard_moves_gamma_and_the_figure_follows(page):
     before = _title(page, 0)
     page.evaluate("document.querySelectorAll('.js-plotly-plot').forEach((g, i) => g._tag = i)")
+    page.locator(".st-key-left-rules button").first.click()  # the left column's popover
     slider = (
-        page.locator("[data-testid='stExpander'] [data-testid='stSlider']")
+        page.locator("[data-testid='stPopoverBody'] [data-testid='stSlider']")
         .filter(has_text="γ (gamma)")
         .first.get_by_role("slider")
     )
@@ -399,3 +400,100 @@ def test_link_round_trip_reproduces_the_view(page, app_url):
     _goto(page, link)
     page.wait_for_function(f"({TABLE_JS})() !== null", timeout=120_000)
     assert page.evaluate(TABLE_JS) == table and "γ = 5" in _title(page, 0)
+
+
+GEOMETRY_JS = """() => {
+  const box = el => { const r = el.getBoundingClientRect();
+                      return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; };
+  const all = sel => [...document.querySelectorAll(sel)].map(box);
+  return {
+    width: window.innerWidth, height: window.innerHeight,
+    title: all('h1').slice(0, 1),
+    caption: all("[data-testid='stCaptionContainer']").slice(0, 1),
+    plots: all('.toydiff-plot').slice(0, 2),
+    bars: all('.toydiff-anim').slice(0, 2),
+    metrics: all('.metric-line'),
+  };
+}"""
+
+
+def _inside(rect, g, what):
+    assert rect["top"] >= -1 and rect["left"] >= -1, (what, rect)
+    assert rect["bottom"] <= g["height"] + 1 and rect["right"] <= g["width"] + 1, (what, rect, g)
+
+
+def _geometry(page) -> dict:
+    page.wait_for_function("() => document.querySelectorAll('.toydiff-anim').length >= 2")
+    page.wait_for_timeout(300)  # the fitted figures' last paint
+    return page.evaluate(GEOMETRY_JS)
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1280, 720), (1920, 1080)])
+def test_picture_first_the_trajectories_lead_the_page(browser, app_url, size):
+    """Issue 22, item 1: on open, the two trajectory plots come first; at least their upper half
+    is in the viewport (1366 × 768, 1280 × 720), the whole plots with their play controls at
+    1920 × 1080."""
+    page = browser.new_page(viewport=dict(width=size[0], height=size[1]))
+    try:
+        _goto(page, app_url)
+        g = _geometry(page)
+        assert len(g["plots"]) == 2 and len(g["bars"]) == 2
+        for rect in g["plots"]:
+            assert rect["top"] + (rect["bottom"] - rect["top"]) / 2 <= g["height"], (rect, size)
+            assert rect["top"] < 0.45 * g["height"], (rect, size)  # nothing tall above them
+        if size == (1920, 1080):
+            for rect in g["plots"] + g["bars"]:
+                _inside(rect, g, "plot")
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"default_{size[0]}x{size[1]}.png"))
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
+def test_presentation_fits_one_screen_and_arrow_keys_step_the_scenes(browser, app_url, size):
+    """Issue 22, item 2: for every curated scene, title, one-line caption, both trajectory plots
+    with their play controls and the line of metrics are inside the viewport; → steps to the next
+    scene (every one in turn), ← back; space plays the animations."""
+    from toydiff import scenes
+
+    page = browser.new_page(viewport=dict(width=size[0], height=size[1]))
+    try:
+        _goto(page, f"{app_url}/?scene={scenes.NAMES[0]}&present=1")
+        for i, name in enumerate(scenes.NAMES):
+            title = scenes.curated(name).title
+            page.wait_for_function(
+                "t => (document.querySelector('h1') || {}).textContent?.includes(t)", arg=title
+            )
+            wait_idle(page)
+            g = _geometry(page)
+            assert len(g["metrics"]) == 2, (name, g["metrics"])
+            for what in ("title", "caption", "plots", "bars", "metrics"):
+                assert g[what], (name, what)
+                for rect in g[what]:
+                    _inside(rect, g, (name, what))
+            if i == 0:
+                SHOTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(SHOTS / f"present_{size[0]}x{size[1]}.png"))
+                page.keyboard.press("Space")  # plays: the frame slider moves
+                page.wait_for_function(
+                    "() => { const r = document.querySelector('.toydiff-anim input');"
+                    " return r && +r.value < +r.max; }",
+                    timeout=30_000,
+                )
+                page.keyboard.press("Space")  # pauses
+            page.mouse.click(5, size[1] - 5)  # the page, not a widget, has the focus
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(  # → after the last scene wraps to the first
+            "t => (document.querySelector('h1') || {}).textContent?.includes(t)",
+            arg=scenes.curated(scenes.NAMES[0]).title,
+        )
+        wait_idle(page)
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_function(
+            "t => (document.querySelector('h1') || {}).textContent?.includes(t)",
+            arg=scenes.curated(scenes.NAMES[-1]).title,
+        )
+        assert page.locator(EXCEPTION).count() == 0
+    finally:
+        page.close()

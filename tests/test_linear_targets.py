@@ -15,7 +15,7 @@ from toydiff import exact, mixtures
 from toydiff.scene import Scene, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from linear_targets import N, SOFT, SOFT_PI, STEPS, demixed, energy_ratio, is_density  # noqa: E402
+from linear_targets import SOFT, SOFT_PI, STEPS, N, demixed, energy_ratio, is_density  # noqa: E402
 
 
 @pytest.mark.parametrize("eta", [1.0, 0.0])

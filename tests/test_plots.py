@@ -196,3 +196,17 @@ def test_weights_view_puts_push_below_scales_and_the_exact_posterior_beside_the_
     assert all(
         a[0] > b[1] for a, b in zip(domains, domains[1:])
     )  # stacked top to bottom, no overlap
+
+
+def test_metrics_line_is_one_short_line_with_the_concepts_names():
+    values = {
+        "off_support": 0.997,
+        "leakage_hard": 0.003,
+        "leakage": float("nan"),
+        "alignment": 0.9,
+    }
+    line = plots.metrics_line(
+        values, ["off_support", "leakage_hard", "leakage", "alignment"], "C", "A"
+    )
+    assert line == "off data 99.7% · in C 0.3% · p(A∣x) 0.900"
+    assert plots.metrics_line(values, ["leakage_hard"]) == "in n 0.3%"

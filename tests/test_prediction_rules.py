@@ -21,9 +21,7 @@ def _flat(a):
 
 def test_apg_is_the_paper_formula():
     d_u, d_c, run = (RNG.normal(size=(5, 3, 4)).astype(np.float32) for _ in range(3))
-    out, info = guidance.apg(
-        d_u, d_c, gamma=2.5, eta_par=0.3, r=1.2, beta=-0.4, running=run
-    )
+    out, info = guidance.apg(d_u, d_c, gamma=2.5, eta_par=0.3, r=1.2, beta=-0.4, running=run)
     for i in range(5):  # per sample, flattened: the MATH §3.3 recipe
         delta = _flat(d_c)[i] - _flat(d_u)[i] - 0.4 * _flat(run)[i]
         delta = delta * min(1.0, 1.2 / np.linalg.norm(delta))

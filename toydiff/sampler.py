@@ -142,8 +142,9 @@ def exact_posterior(den: Denoiser, cond: Cond, x, alpha_bar):
 def exact_log_ratio(den: Denoiser, cond: Cond, x, alpha_bar):
     """() -> (N,) the exact log p_t(x | c)/p_t(x) of the positive concept (Step.log_ratio)."""
     table = exact.concept_table(den.mix)
-    return lambda: exact.log_prob_rows(den.mix, x, alpha_bar, table[cond.pos]) - (
-        exact.log_prob_rows(den.mix, x, alpha_bar, table[-1])
+    return lambda: (
+        exact.log_prob_rows(den.mix, x, alpha_bar, table[cond.pos])
+        - (exact.log_prob_rows(den.mix, x, alpha_bar, table[-1]))
     )
 
 

@@ -68,6 +68,7 @@ function drawNext() {
   const [gd, fig] = waiting.entries().next().value;
   waiting.delete(gd);
   if (gd.isConnected) {
+    fitToScreen(gd, fig);
     const anim = liftAnimation(fig);
     plotly()
       .then(P => P.react(gd, fig))
@@ -75,6 +76,40 @@ function drawNext() {
       .catch(e => { gd.textContent = 'figure failed: ' + e.message; });
   }
   requestAnimationFrame(() => setTimeout(drawNext));  // after this frame is painted
+}
+// A figure with layout.meta.fit (presentation mode) is no taller than what is left of the
+// window below its top, minus meta.fit pixels (its animation bar and the metrics line).
+function fitToScreen(gd, fig) {
+  const lay = fig.layout || {}, below = (lay.meta || {}).fit;
+  if (!below) return;
+  const top = gd.getBoundingClientRect().top + window.scrollY;
+  const room = Math.floor(window.innerHeight - top - below);
+  lay.height = Math.max(260, Math.min(lay.height || 470, room));
+}
+// Keys (once per page): ← / → click the presentation's previous / next buttons, space plays or
+// pauses every animation; not while a text field, select or slider has the focus.
+if (!window._toydiffKeys) {
+  window._toydiffKeys = true;
+  document.addEventListener('keydown', e => {
+    const el = e.target || {}, tag = (el.tagName || '').toLowerCase();
+    if (['input', 'textarea', 'select'].includes(tag) || el.isContentEditable) return;
+    if (el.getAttribute && el.getAttribute('role') === 'slider') return;
+    if (e.key === 'ArrowLeft' || e.key === 'ArrowRight') {
+      const which = e.key === 'ArrowLeft' ? 'prev' : 'next';
+      const button = document.querySelector(`.st-key-nav-${which} button`);
+      if (button) { e.preventDefault(); button.click(); }
+    } else if (e.key === ' ' || e.code === 'Space') {
+      const bars = [...document.querySelectorAll('.toydiff-anim')];
+      if (!bars.length) return;
+      e.preventDefault();
+      window._toydiffPlaying = !window._toydiffPlaying;
+      for (const bar of bars) {
+        const buttons = bar.querySelectorAll('button');  // [play, pause] (the figures' menus)
+        const b = buttons[window._toydiffPlaying ? 0 : 1];
+        if (b) b.click();
+      }
+    }
+  });
 }
 // An animated figure's play/pause buttons and frame slider (layout.updatemenus and
 // layout.sliders whose entries animate) are drawn as HTML under the plot, not by Plotly: Plotly
@@ -109,13 +144,13 @@ function animationBar(gd, anim) {
   const {buttons, slider} = anim;
   const names = slider.steps.map(s => String(s.args[0][0]));
   const prefix = (slider.currentvalue || {}).prefix || '';
-  bar.style.fontSize = anim.size + 'px';
+  bar.style.fontSize = Math.min(anim.size, 15) + 'px';  // compact under a projector's figure
   bar.replaceChildren();
   for (const b of buttons) {
     const el = document.createElement('button');
     el.textContent = b.label;
     el.style.cssText = 'font:inherit;padding:1px 8px;border:1px solid #bbb;border-radius:3px;' +
-      'background:#f4f4f4;cursor:pointer';
+      'background:#f4f4f4;cursor:pointer;white-space:nowrap';
     el.onclick = () => Plotly.animate(gd, ...b.args);
     bar.append(el);
   }

@@ -86,28 +86,40 @@ def share_ui(pair: dict):
 
 
 # --------------------------------------------------------------------------------- presentation
-def presentation_style():
-    """Larger type for a projector."""
-    st.markdown(
-        "<style>html, .stMarkdown p, .lecture-caption {font-size: 1.35rem !important;}"
-        "h1 {font-size: 3rem !important;} .block-container {padding-top: 1.5rem;}</style>",
-        unsafe_allow_html=True,
+def page_style(present: bool) -> None:
+    """Picture first: little padding above the title, a smaller title; in presentation mode large
+    type for a projector and no toolbar, so that one scene fits 1280 × 720 (tests/test_browser)."""
+    common = (
+        ".block-container {padding-top: 1.2rem !important; padding-bottom: 1rem !important;}"
+        "h1 {padding: 0.2rem 0 0.1rem 0 !important;}"
+        "[data-testid='stCaptionContainer'] {margin-bottom: -0.4rem;}"
     )
+    mode = (
+        "html, .stMarkdown p {font-size: 1.3rem !important;}"
+        ".lecture-caption {font-size: 1.15rem !important; color: #333;}"
+        "h1 {font-size: 2.4rem !important;} header[data-testid='stHeader'] {display: none;}"
+        ".block-container {padding-top: 0.4rem !important;}"
+        ".metric-line {font-size: 1.15rem; text-align: center;}"
+        if present
+        else "h1 {font-size: 2rem !important;}"
+    )
+    st.markdown(f"<style>{common}{mode}</style>", unsafe_allow_html=True)
 
 
-def presentation_nav() -> bool:
-    """◀ / ▶ through the curated scenes, with their position; True when one was clicked (its
-    callback queued the next scene's widgets: the caller reruns the whole app)."""
+def presentation_title(title: str) -> None:
+    """◀ previous | the scene's title and its position | next ▶, one row; a click queues the
+    neighbouring scene's widgets (state.step_curated) and sets '_nav_clicked' (the caller reruns
+    the whole app). The keyboard's ← / → click these buttons (ui/chart.py)."""
     names = scenes.NAMES
     current = st.session_state.get("lecture", "—")
-    left, mid, right = st.columns([1, 6, 1])
+    left, mid, right = st.columns([1.5, 7, 1.5], vertical_alignment="center")
     clicked = left.button(
         "◀ previous",
         key="nav.prev",
         on_click=state.step_curated,
         args=(-1,),
         width="stretch",
-        help="Previous curated scene.",
+        help="Previous curated scene (key ←).",
     )
     clicked |= right.button(
         "next ▶",
@@ -115,14 +127,12 @@ def presentation_nav() -> bool:
         on_click=state.step_curated,
         args=(1,),
         width="stretch",
-        help="Next curated scene.",
+        help="Next curated scene (key →).",
     )
     pos = f"{names.index(current) + 1} / {len(names)}" if current in names else f"– / {len(names)}"
-    mid.markdown(
-        f"<div style='text-align:center;font-size:1.1rem;color:#666'>scene {pos}</div>",
-        unsafe_allow_html=True,
-    )
-    return clicked
+    mid.title(title, help=f"Curated scene {pos}. ← / → step through the scenes, space plays.")
+    if clicked:
+        st.session_state["_nav_clicked"] = True
 
 
 # ------------------------------------------------------------------------------------------ sweep

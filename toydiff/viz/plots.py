@@ -616,6 +616,7 @@ METRICS = (  # key, label, format, better: -1 lower, +1 higher, 0 no ranking
     ("nll", "NLL −log p(x)", "{:.2f}", -1),
     ("energy", "energy distance to target", "{:.3f}", -1),
     ("diverged", "diverged samples", "{:d}", -1),
+    ("net_error_on_path", "net's relative ε error on the path", "{:.3f}", -1),
 )
 
 
@@ -644,6 +645,32 @@ def metrics_table(names: list[str], values: list[dict | None]) -> str:
                 label += f" (baseline {base:.3f}" + (f" ± {sd:.3f})" if sd is not None else ")")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows)
+
+
+SHORT = {  # METRICS' labels in a projector's one line ({n}, {p}: the concepts' names)
+    "leakage_hard": "in {n}",
+    "leakage": "p({n}∣x)",
+    "alignment": "p({p}∣x)",
+    "off_support": "off data",
+    "nll": "NLL",
+    "energy": "energy",
+    "diverged": "diverged",
+    "net_error_on_path": "net error",
+}
+
+
+def metrics_line(values: dict, keys: list[str], negative=None, positive=None) -> str:
+    """One short line of a column's metrics, e.g. 'off data 99.7% · in C 0.3%' (SHORT labels with
+    the concepts' names, METRICS' formats; absent or NaN values skipped): presentation mode's."""
+    formats = {key: fmt for key, _, fmt, _ in METRICS}
+    parts = []
+    for key in keys:
+        v = values.get(key)
+        if key in formats and v is not None and np.isfinite(v):
+            fmt = formats[key]
+            label = SHORT[key].format(n=negative or "n", p=positive or "p")
+            parts.append(f"{label} {fmt.format(int(v) if fmt == '{:d}' else v)}")
+    return " · ".join(parts)
 
 
 # ------------------------------------------------------------------------------------ sweep curves
@@ -734,11 +761,18 @@ def sweep_figure(
 
 
 # ------------------------------------------------------------------------------- presentation mode
+FIT_BELOW = 96  # px under a fitted figure: its animation bar (~40) and the metrics line
+
+
 def presentation(fig: go.Figure, scale: float = 1.45) -> go.Figure:
-    """The figure for a projector: fonts and markers scaled up, taller."""
+    """The figure for a projector: fonts and markers scaled up, taller, and shortened to the
+    screen in the browser (layout.meta.fit: the pixels to keep below it for the animation bar and
+    the metrics line; ui/chart.py)."""
     layout = fig.layout
     fig.update_layout(
-        font=dict(size=round(FONT["size"] * scale)), height=round((layout.height or 470) * 1.15)
+        font=dict(size=round(FONT["size"] * scale)),
+        height=round((layout.height or 470) * 1.15),
+        meta=dict(fit=FIT_BELOW),
     )
     if layout.title and layout.title.font and layout.title.font.size:
         fig.update_layout(title_font_size=round(layout.title.font.size * scale))
