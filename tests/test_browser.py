@@ -345,8 +345,9 @@ def test_fuzzed_links_never_raise_or_hang(page, app_url):
 
 
 def test_fuzzed_links_smoke(page, app_url):
-    """The default run's share of the fuzz: 30 links from another seed."""
-    _fuzz(page, app_url, _fuzz_queries(30, seed=1), min_warned=5)
+    """The default run's share of the fuzz: 10 links from another seed (the default suite's time;
+    the 200 of the slow test reach every error path)."""
+    _fuzz(page, app_url, _fuzz_queries(10, seed=1), min_warned=2)
 
 
 def _fuzz(page, app_url, queries: list[str], min_warned: int):

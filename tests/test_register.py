@@ -48,9 +48,9 @@ def clipped_ncfg(eps_uncond, eps_neg, *, gamma, clip_radius):
     return eps_uncond - gamma * _per_sample(lam, d) * d, info
 
 
-def momentum_ncfg(eps_uncond, eps_neg, *, gamma, beta_m, momentum):
+def momentum_ncfg(eps_uncond, eps_neg, *, gamma, mom_beta, momentum):
     """nCFG on a running sum of Δ_n: m_t = β m_{t+1} + Δ_n, ε̂ = ε_∅ − γ m_t."""
-    m = beta_m * momentum + (eps_neg - eps_uncond)
+    m = mom_beta * momentum + (eps_neg - eps_uncond)
     ones = _norm(m) * 0 + 1
     return eps_uncond - gamma * m, {"lam_neg": ones, "scale_neg": gamma * ones}
 
@@ -59,7 +59,7 @@ MOMENTUM = guidance.State(
     init=lambda x, knobs: x * 0,
     read=lambda m, step, knobs: {"momentum": m},
     update=lambda m, step, knobs: (
-        knobs["beta_m"] * m + (step.branches["neg"] - step.branches["uncond"])
+        knobs["mom_beta"] * m + (step.branches["neg"] - step.branches["uncond"])
     ),
 )
 
@@ -94,7 +94,7 @@ RULES = (
         ("uncond", "neg"),
         {
             "gamma": guidance.Param(1.0, 0.0, 20.0, True, "negative scale γ"),
-            "beta_m": guidance.Param(0.5, 0.0, 0.99, help="momentum β of the running Δ_n"),
+            "mom_beta": guidance.Param(0.5, 0.0, 0.99, help="momentum β of the running Δ_n"),
         },
         state=MOMENTUM,
     ),
@@ -120,7 +120,7 @@ def registered():
 # ----------------------------------------------------------------------------------------- tests
 def test_new_knob_names_are_not_those_of_any_built_in_rule():
     built_in = {k for r in guidance.RULES.values() for k in r.all_params}
-    assert not {"clip_radius", "beta_m"} & built_in
+    assert not {"clip_radius", "mom_beta"} & built_in
     assert "midpoint" not in solvers.SOLVERS
 
 
@@ -151,11 +151,11 @@ def test_clipped_rule_runs_and_equals_its_formula_step_by_step(registered):
 
 def test_momentum_state_is_carried_and_beta_zero_is_ncfg(registered):
     base = {"preset": "three_blobs", "n": 64, "steps": 5, "seed": 2}
-    res0, _ = toydiff.run(Scene.from_dict({**base, "method": "momentum_ncfg", "beta_m": 0.0}))
+    res0, _ = toydiff.run(Scene.from_dict({**base, "method": "momentum_ncfg", "mom_beta": 0.0}))
     ref, _ = toydiff.run(Scene.from_dict({**base, "method": "ncfg", "gamma": 1.0}))
     np.testing.assert_allclose(res0.traj, ref.traj, rtol=1e-5, atol=1e-5)
     # β > 0: the numpy loop with the running sum m_t = β m_{t+1} + Δ_n
-    scene = Scene.from_dict({**base, "method": "momentum_ncfg", "beta_m": 0.8, "gamma": 1.5})
+    scene = Scene.from_dict({**base, "method": "momentum_ncfg", "mom_beta": 0.8, "gamma": 1.5})
     res, _ = toydiff.run(scene)
     mix, levels = toydiff.preset("three_blobs"), scene.sampler_config().levels()
     x, mom = np.asarray(res.traj[0], np.float64), 0.0
@@ -194,7 +194,7 @@ def test_metrics_cli_runs_plugins_from_a_scene_file(registered, tmp_path):
         {
             "preset": "three_blobs",
             "method": "momentum_ncfg",
-            "beta_m": 0.8,
+            "mom_beta": 0.8,
             "solver": "ddim",
             "n": 200,
         },
@@ -246,7 +246,7 @@ def test_atlas_sweeps_and_the_bridge_take_the_plugin_rules(registered):
     def hook(i, t, branches, eps, info):
         seen.append((branches["uncond"].double(), branches["neg"].double(), eps.double()))
 
-    knobs = {"gamma": 1.5, "beta_m": 0.8}
+    knobs = {"gamma": 1.5, "mom_beta": 0.8}
     digits.sample(unet, "momentum_ncfg", knobs, n=4, neg=3, steps=4, hook=hook)
     mom = 0.0
     for e_u, e_n, eps in seen:  # m_t = β m_{t+1} + Δ_n along the loop, ε̂ = ε_∅ − γ m_t
@@ -266,7 +266,7 @@ def test_app_renders_the_plugin_controls(registered):
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     at.select_slider(key="left.clipped_ncfg.clip_radius").set_value(5.0).run()
-    at.slider(key="right.momentum_ncfg.beta_m").set_value(0.9).run()
+    at.slider(key="right.momentum_ncfg.mom_beta").set_value(0.9).run()
     at.selectbox(key="solver").set_value("midpoint").run()
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]

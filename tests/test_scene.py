@@ -23,7 +23,8 @@ def test_knobs_hold_exactly_the_rule_parameters_as_floats():
         gamma = {"gamma": 2} if "gamma" in rule.all_params else {}
         scene = Scene.from_dict({"preset": "grid", "method": name, "positive": pos, **gamma})
         knobs = scene.knobs()
-        assert set(knobs) == set(rule.all_params) | {"eta", "t_lo", "t_hi"}
+        common = {"eta", "t_lo", "t_hi", "g_schedule", "g_late", "t_switch"}
+        assert set(knobs) == set(rule.all_params) | common
         assert all(type(v) is float for v in knobs.values())
         assert knobs.get("gamma", 2.0) == 2.0
 

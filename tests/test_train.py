@@ -218,6 +218,7 @@ def _sweep(scene, pairs):
     return [(pair, run(scene.replace(**pair))[1]) for pair in pairs]
 
 
+@pytest.mark.slow  # 17 learned runs (≈ 30–50 s); the curated claims check CCFG vs nCFG learned
 def test_ccfg_beats_ncfg_with_learned_nets():
     base = Scene(preset="three_blobs", negative="C", score="learned", steps=50, n=2000, seed=0)
     ncfg = _sweep(base.replace(method="ncfg"), [{"gamma": g} for g in np.arange(0.25, 3.01, 0.25)])

@@ -384,12 +384,11 @@ CURATED: tuple[Curated, ...] = tuple(
         (
             "two_or_three_evaluations",
             "Two evaluations or three",
-            "Both columns remove 'warm' from 'round' on the same seeds: under 1 % of the samples "
-            "end in it. The SD negative prompt (left) puts ε_n where ε_∅ was: 2 network "
-            "evaluations per step, and it is nCFG + CFG with the negative scale tied to γ − 1. "
-            "That tied push sends over 85 % of the samples off the data. CCFG (right, τ = 2) pays "
-            "a third evaluation for ε_∅ and keeps under 5 % off the data (15 % with the learned "
-            "net).",
+            "Both columns remove 'warm' from 'round' on the same seeds, under 1 % of the samples "
+            "left in it. The SD negative prompt (left) puts ε_n where ε_∅ was, 2 network "
+            "evaluations per step, nCFG + CFG with the negative scale tied to γ − 1: that tied "
+            "push sends over 85 % of the samples off the data. CCFG (right, τ = 2) pays a third "
+            "evaluation for ε_∅ and keeps under 5 % off the data (15 % with the learned net).",
             dict(preset="overlap", positive="round", negative="warm", gamma=3.0, t=500.0),
             dict(method="sd_negative"),
             dict(method="ccfg", tau=2.0),
