@@ -122,3 +122,26 @@ def test_cfg_zero_star_scale_and_zero_init():
             res.traj[i] / scale[i], res.traj[0] / scale[0], rtol=1e-4, atol=1e-4
         )
     assert not np.allclose(res.traj[3] / scale[3], res.traj[2] / scale[2], atol=1e-3)
+
+
+def test_reductions_to_cfg():
+    """Issue 21's reductions: TCFG with ε_∅ ∥ ε_c is CFG (the projection keeps ε_∅); CFG-Zero*
+    with α* = 1 (⟨v_c, v_∅⟩ = ‖v_∅‖²) and no zero-init steps is CFG; CFG++'s data estimate at
+    λ = γ, re-noised with ε̂ instead of ε_∅, is the DDIM step of CFG."""
+    e_u = RNG.normal(size=(5, 2)).astype(np.float32)
+    e_c = (np.array([0.5, -2.0, 3.0, 1.5, -0.7], np.float32)[:, None] * e_u).astype(np.float32)
+    cfg, _ = guidance.cfg(e_u, e_c, gamma=2.5)
+    np.testing.assert_allclose(guidance.tcfg(e_u, e_c, gamma=2.5)[0], cfg, rtol=1e-5, atol=1e-5)
+    v_u = RNG.normal(size=(5, 2)).astype(np.float32)
+    perp = np.stack([-v_u[:, 1], v_u[:, 0]], 1) * RNG.normal(size=(5, 1)).astype(np.float32)
+    v_c = v_u + perp  # ⟨v_c, v_∅⟩ = ‖v_∅‖²: α* = 1
+    out, info = guidance.cfg_zero_star(v_u, v_c, gamma=2.5, zero_steps=0.0, step_index=np.zeros(5))
+    np.testing.assert_allclose(info["alpha_star"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out, guidance.cfg(v_u, v_c, gamma=2.5)[0], rtol=1e-5, atol=1e-5)
+    x, ab, ab_n = RNG.normal(size=(5, 2)), 0.4, 0.6
+    eps, info = guidance.cfg_pp(e_u, e_c, lam=2.5)
+    x0 = (x - np.sqrt(1 - ab) * eps) / np.sqrt(ab)
+    pp = np.sqrt(ab_n) * x0 + np.sqrt(1 - ab_n) * eps  # re-noised with ε̂, not info["renoise"]
+    ddim = np.sqrt(ab_n) * (x - np.sqrt(1 - ab) * cfg) / np.sqrt(ab) + np.sqrt(1 - ab_n) * cfg
+    np.testing.assert_allclose(pp, ddim, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(info["renoise"], e_u)  # CFG++ itself re-noises with ε_∅
