@@ -213,7 +213,13 @@ def test_cli_loop_matches_python_m_toydiff(cli_metrics):
     assert json.loads(out) == values[("why_ncfg_fails", "left")]
 
 
-@pytest.mark.parametrize("name", scenes.NAMES)
+DEFAULT_LINKS = ("why_ncfg_fails", "autoguidance_tree", "net_never_been", "rotated_plane")
+
+
+@pytest.mark.parametrize(  # four in the default run (exact, learned, inline); every one with slow
+    "name",
+    [n if n in DEFAULT_LINKS else pytest.param(n, marks=pytest.mark.slow) for n in scenes.NAMES],
+)
 def test_curated_scene_link_shows_the_cli_metrics(page, app_url, cli_metrics, name):
     values, _ = cli_metrics
     _goto(page, f"{app_url}/?scene={name}")
@@ -226,7 +232,7 @@ def test_curated_scene_link_shows_the_cli_metrics(page, app_url, cli_metrics, na
     for key, label, fmt, _ in METRICS:
         row = next((cells for lab, cells in table.items() if lab.startswith(label)), None)
         for i, side in enumerate(scenes.SIDES):
-            expected = values[(name, side)][key]
+            expected = values[(name, side)].get(key)  # net error: learned scores only
             if expected is None:  # NaN in the CLI's JSON: the app drops the row or shows –
                 assert row is None or row[i] == "–", (name, side, key, row)
                 continue

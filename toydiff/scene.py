@@ -366,7 +366,13 @@ def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Re
     )
     threshold = metrics.preset_threshold(scene.preset) if scene.preset else None
     out = metrics.evaluate(mix, result.x0, scene.positive, scene.negative, threshold)
-    out["eta_used"] = sampler.effective_eta(scene.method, scene.eta)  # tracked DNG: 1
+    return result, {**out, **run_metrics(scene, mix, den, result)}
+
+
+def run_metrics(scene: Scene, mix: Mixture, den: denoisers.Denoiser, result) -> dict:
+    """The metrics of a run beyond its final samples': `eta_used`; `p_neg_error` for rules that
+    weight by a posterior; `net_error_on_path` for learned scores (the app shows them too)."""
+    out = {"eta_used": sampler.effective_eta(scene.method, scene.eta)}  # tracked DNG: 1
     if "p_neg" in result.info:
         error = np.abs(np.asarray(result.info["p_neg"]) - exact_p_neg(scene, mix, result))
         out["p_neg_error"] = float(np.nanmean(error)) if np.isfinite(error).any() else float("nan")
@@ -375,4 +381,4 @@ def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Re
         out["net_error_on_path"] = float(
             fields.net_error_on_path(config, den, scene.cond(mix), result.traj)
         )
-    return result, out
+    return out

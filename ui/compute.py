@@ -158,19 +158,22 @@ def simulate(scene_json: str, net: str | None = None) -> dict:
         lim=lim,
         x0_raw=x0,
         diverged=int(np.sum(np.asarray(metrics.diverged(x0)))),
+        run_metrics=scene_mod.run_metrics(scene, mix, den, result),
     )
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, ttl=CACHE_TTL, show_spinner=False)
 def metrics_of(scene_json: str, net: str | None = None) -> dict:
     """metrics.evaluate of the scene's final samples (exact densities), with the target's shared
-    reference (exact samples and baselines) computed once per target and sample count."""
-    scene = Scene.from_json(scene_json)
-    x0 = simulate(scene_json, net)["x0_raw"]
+    reference (exact samples and baselines) computed once per target and sample count, and the
+    run's own metrics (scene.run_metrics): the keys of toydiff.run's."""
+    scene, run = Scene.from_json(scene_json), simulate(scene_json, net)
+    x0 = run["x0_raw"]
     ref = reference_of(mix_key(scene), scene.positive, scene.negative, len(x0))
-    return metrics.evaluate(
+    out = metrics.evaluate(
         mixture_of(scene), x0, scene.positive, scene.negative, ref.threshold, ref
     )
+    return {**out, **run["run_metrics"]}
 
 
 @st.cache_resource(max_entries=RESOURCE_ENTRIES, show_spinner=False)
