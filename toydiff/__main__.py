@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import plugins
+from .checkpoint import NETS
 from .scene import Scene
 
 
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--net",
-        choices=("standard", "everywhere"),
+        choices=NETS,
         default="standard",
         help="standard: trained on x_t ~ p_t only, as a real model; everywhere: exact targets on "
         "the whole view box too (saved under OUT/everywhere)",

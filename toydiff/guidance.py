@@ -149,14 +149,18 @@ def dng_track(
     )
 
 
+def fbg_floor(pi, lam_max, like: Array) -> Array:
+    """The lower clamp of log r (like's shape), where λ = r/(r − (1 − π)) reaches λ_max (MATH §3.2)."""
+    return array_namespace(like).log((1 - pi) * lam_max / (lam_max - 1) + 0 * like)
+
+
 def fbg(eps_uncond: Array, eps_pos: Array, *, pi, lam_max, log_r) -> tuple[Array, dict]:
     """Feedback guidance (Koulischer et al., NeurIPS 2025; MATH §3.2): ε̂ = ε_∅ + λ(ε_c − ε_∅),
     λ = r/(r − (1 − π)), r = p_t(x | c)/p_t(x) tracked or exact, log r clamped from below so that
     λ ≤ λ_max. With the exact r it is the score of the de-mixed target ∝ p_t(x | c) − (1 − π)p_t(x)
     where that is positive."""
     xp = array_namespace(eps_uncond, eps_pos)
-    floor = xp.log((1 - pi) * lam_max / (lam_max - 1) + 0 * log_r)
-    r = xp.exp(xp.maximum(log_r, floor))
+    r = xp.exp(xp.maximum(log_r, fbg_floor(pi, lam_max, log_r)))
     lam = r / (r - (1 - pi))
     return eps_uncond + _per_sample(lam, eps_pos) * (eps_pos - eps_uncond), _info(
         lam_pos=lam, scale_pos=lam, log_r=log_r
@@ -593,13 +597,6 @@ _FBG_TRACK = {
 FBG_LOG_R_MAX = 3.0  # the tracked log r's upper clamp
 
 
-def _fbg_floor(knobs, like):
-    """The lower clamp of log r: λ = r/(r − (1 − π)) = λ_max there (MATH §3.2)."""
-    xp = array_namespace(like)
-    pi, lam_max = knobs["pi"], knobs["lam_max"]
-    return xp.log((1 - pi) * lam_max / (lam_max - 1) + 0 * like)
-
-
 def fbg_track(log_r, step: Step, knobs) -> Array:
     """(B,) log r after the stochastic step x_t → x_t' (MATH §3.2): log r − τ_f/(2σ̃²)(‖x' − μ_c‖²
     − ‖x' − μ_∅‖²) + δ, clamped to [log r_min, 3], the means and σ̃² of `ddpm_kernel`; δ =
@@ -617,7 +614,8 @@ def fbg_track(log_r, step: Step, knobs) -> Array:
     mean = lambda e: a * step.x + b * e
     c, u = step.branches["pos"], step.branches["uncond"]
     z = -tau / (2 * var) * (_sq_norm(step.x_next - mean(c)) - _sq_norm(step.x_next - mean(u)))
-    return xp.clip(log_r + z + delta, _fbg_floor(knobs, log_r), FBG_LOG_R_MAX)
+    floor = fbg_floor(knobs["pi"], knobs["lam_max"], log_r)
+    return xp.clip(log_r + z + delta, floor, FBG_LOG_R_MAX)
 
 
 FBG_TRACKED = State(

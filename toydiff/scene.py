@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import denoisers, exact, fields, guidance, metrics, mixtures, sampler, solvers
+from .checkpoint import NETS
 from .mixtures import Mixture
 from .schedule import T, alpha_bars
 
 SCORES = ("exact", "learned", "weak")
-NETS = ("standard", "everywhere")  # = checkpoint.NETS (scene stays importable without weights)
 WEAK_MODELS = ("shipped", "small", "short", "blur")  # autoguidance's guide (key 'weak')
 _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
     "steps": (1, 1000),
