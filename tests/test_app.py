@@ -617,6 +617,27 @@ def test_app_denoiser_has_the_rules_weak_branch(method, weak):
     assert len(leaves(den)) != len(leaves(default)) or any(differs)
 
 
+def test_app_caches_key_the_turned_plane():
+    """A scene with rotate: the app's mixture, denoiser and reference are toydiff's for the turned
+    plane (the preset's nets asked in their frame, the preset's threshold as the CLI's)."""
+    import jax
+
+    from ui import compute
+
+    s = scene_mod.Scene(preset="three_blobs", rotate=45.0, score="learned", method="ccfg")
+    key = compute.mix_key(s)
+    assert compute.mix_key(s.replace(rotate=0.0)) == "three_blobs"  # unturned keys unchanged
+    assert compute.data_of(key) == {"preset": "three_blobs", "mixture": None, "rotate": 45.0}
+    np.testing.assert_array_equal(compute.load_mixture(key).means, s.build_mixture().means)
+    den, warning = compute.load_denoiser(key, "learned", s.delta, None, "ccfg", None)
+    want = scene_mod.denoiser(s, s.build_mixture())
+    assert warning is None and type(den.eps_main) is type(want.eps_main)
+    for a, b in zip(jax.tree_util.tree_leaves(den), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    ref = compute.reference_of(key, None, "C", 100)
+    assert ref.threshold == metrics_mod.preset_threshold("three_blobs")
+
+
 def test_figure_json_is_plotlys_encoding_and_trajectory_spec_is_the_figure():
     """ui.chart.to_json (orjson) decodes to what plotly's own encoder writes (NaN -> null, numpy
     scalars and arrays), and the app's trajectory dict is exactly plots.trajectory_figure."""

@@ -204,11 +204,17 @@ def test_guidance_is_not_tilting(runs):
     assert share(x0)[1] < 0.1 and share(x0)[2] > 0.8  # guidance moves it to the right mode
 
 
-def test_turned_plane_caption_on_the_unturned_preset(runs):
-    """'under 6 % on the unturned preset' (SLD) and CCFG's bounds 'turned or not': the scene's
-    columns on three_blobs itself."""
-    pair = scenes.curated("rotated_plane").scenes()
-    unturned = {side: s.replace(mixture=None, preset="three_blobs") for side, s in pair.items()}
+@pytest.mark.parametrize("score", scenes.SCORES)
+def test_turned_plane_caption_on_the_unturned_preset(runs, score):
+    """'under 6 % on the unturned preset' (SLD) and CCFG's bounds 'turned or not' (2 % off the
+    data, 4 % with the learned net): the scene's columns with rotate 0, for every score source."""
+    c = scenes.curated("rotated_plane")
+    assert c.scenes()["left"].rotate == 45.0 and c.scenes()["left"].preset == "three_blobs"
+    unturned = {
+        side: Scene.from_dict({**getattr(c, side), **scenes.SOURCES[score], "rotate": 0.0})
+        for side in scenes.SIDES
+    }
     assert runs(unturned["left"])[1]["leakage_hard"] <= 0.06
     right = runs(unturned["right"])[1]
-    assert right["leakage_hard"] <= 0.04 and right["off_support"] <= 0.02
+    off = 0.04 if score == "learned" else 0.02
+    assert right["leakage_hard"] <= 0.04 and right["off_support"] <= off

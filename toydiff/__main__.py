@@ -94,8 +94,8 @@ def cmd_train(args):
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps: must be >= 1, got {args.steps}")
     if args.scene:
-        scene = _scene(args.scene)
-        jobs = [(scene.preset, scene.build_mixture())]
+        scene = _scene(args.scene)  # nets learn the unturned data; a scene's rotate turns them
+        jobs = [(scene.preset, scene.base_mixture())]
     else:
         if not args.all:
             mixtures.preset_info(args.preset)  # unknown name -> ValueError listing the valid ones

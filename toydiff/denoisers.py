@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from . import exact, nets
+from . import exact, mixtures, nets
 from .mixtures import Mixture
 
 BRANCH_MODELS = {
@@ -45,6 +45,19 @@ class NetEps:
 
     def __call__(self, mix, params, x, t, alpha_bar, concept):
         return nets.apply(params, self.config, x, t, alpha_bar, concept, self.skip)
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnedEps:
+    """ε of `inner` asked about the plane turned by R: R ε_inner(Rᵀx); params = (R, inner's).
+    Rotating the data rotates its score, so this is exactly what `inner` says about the turned
+    data. `inner` must ignore the mixture it is given (a net: NetEps)."""
+
+    inner: Callable
+
+    def __call__(self, mix, params, x, t, alpha_bar, concept):
+        rot, inner = params  # x rows: Rᵀx is x @ R, and R ε is ε @ Rᵀ
+        return self.inner(mix, inner, x @ rot, t, alpha_bar, concept) @ rot.T
 
 
 @jax.tree_util.register_dataclass
@@ -83,6 +96,21 @@ def learned(mix: Mixture, params, config: nets.NetConfig, weak=None, weak_config
 def perturbed(mix: Mixture, params, config: nets.NetConfig, skip: int = 0) -> Denoiser:
     """The main net, with itself minus one hidden layer as the weak model (perturbed-network guidance)."""
     return Denoiser(mix, params, params, NetEps(config), NetEps(config, skip))
+
+
+def turned(model: tuple, degrees: float) -> tuple:
+    """(params, eps fn) of a net's model turned by `degrees` (TurnedEps); the angle rides in the
+    params, so a new angle does not recompile."""
+    rot = jnp.asarray(mixtures.rotation(degrees), jnp.float32)
+    return (rot, model[0]), TurnedEps(model[1])
+
+
+def turned_denoiser(den: Denoiser, mix: Mixture, degrees: float) -> Denoiser:
+    """A denoiser of nets on the plane turned by `degrees`: both models turned, `mix` (the turned
+    mixture) as its exact one."""
+    return combine(
+        mix, turned((den.main, den.eps_main), degrees), turned((den.weak, den.eps_weak), degrees)
+    )
 
 
 def eval_branches(den: Denoiser, models: tuple[str, ...], x, t, alpha_bar, concepts) -> jax.Array:

@@ -370,12 +370,17 @@ def extent(mix) -> float:
     return float(np.ceil(np.max(np.abs(means)) + 4 * spread + 0.5))
 
 
+def rotation(degrees: float) -> np.ndarray:
+    """(2, 2) float64 R turning the plane counter-clockwise by `degrees` about the origin."""
+    th = np.deg2rad(degrees)
+    return np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+
+
 def rotated(mix: Mixture, degrees: float) -> Mixture:
     """The mixture turned about the origin: means R μ, covariances R Σ Rᵀ (weights, memberships
     and concepts kept). Rules built from norms and inner products do not notice; element-wise
     ones (SLD) do."""
-    th = np.deg2rad(degrees)
-    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    rot = rotation(degrees)
     covs = np.einsum("ij,kjl,ml->kim", rot, np.asarray(mix.covs, np.float64), rot)
     return dataclasses.replace(
         mix, means=np.asarray(mix.means) @ rot.T, covs=(covs + covs.transpose(0, 2, 1)) / 2

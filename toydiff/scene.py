@@ -30,6 +30,7 @@ _LIMITS = {  # key -> (lo, hi) for numbers that are not rule parameters
     "t": (0.0, float(T - 1)),
     "g_late": (-1.0, 1.0),
     "t_switch": (0.0, float(T)),
+    "rotate": (-360.0, 360.0),
 }
 _INTS = ("steps", "n", "seed")
 _STRINGS = (
@@ -80,6 +81,7 @@ class Scene:
     )
     checkpoint: str | None = None  # learned scores: a folder of `python -m toydiff train --scene`
     t: float = 500.0  # timestep of the vector-field view
+    rotate: float = 0.0  # degrees: the data turned about the origin (learned nets: in their frame)
 
     def __post_init__(self):
         """Fills the rule's knobs that `params` lacks with the registry's defaults."""
@@ -207,7 +209,13 @@ class Scene:
         sampler.check(self.sampler_config())
 
     def build_mixture(self) -> Mixture:
-        """The scene's mixture: the preset, or the inline one (ValueError names the bad field)."""
+        """The scene's mixture: base_mixture() turned by `rotate` degrees (mixtures.rotated)."""
+        base = self.base_mixture()
+        return mixtures.rotated(base, self.rotate) if self.rotate else base
+
+    def base_mixture(self) -> Mixture:
+        """The preset, or the inline mixture, unturned (ValueError names the bad field): the one
+        its nets were trained on."""
         if self.preset is not None:
             return mixtures.preset(self.preset)
         if not isinstance(self.mixture, dict):
@@ -299,15 +307,19 @@ def weak_model(scene: Scene) -> str:
     return scene.weak or ("blur" if scene.score == "exact" else "shipped")
 
 
-def _model(scene: Scene, mix: Mixture, kind: str) -> tuple:
+def _model(scene: Scene, kind: str) -> tuple:
     """(params, eps fn) of 'exact', 'main' (the scene's net), 'blur' (Σ + δ²I) or a guide net;
-    nets come from the scene's checkpoint folder (default: the shipped one), its `net` kind."""
-    if kind in ("exact", "blur"):
+    nets come from the scene's checkpoint folder (default: the shipped one), its `net` kind, and
+    are asked in their own frame when the scene turns the plane (denoisers.turned)."""
+    if kind in ("exact", "blur"):  # the exact models read the denoiser's (turned) mixture
         return denoisers.exact_model(scene.delta if kind == "blur" else 0.0)
     from . import checkpoint  # only learned models need weights
 
     weak = None if kind == "main" else kind
-    return checkpoint.pretrained_model(scene.preset, mix, weak, scene.checkpoint, scene.net)
+    model = checkpoint.pretrained_model(
+        scene.preset, scene.base_mixture(), weak, scene.checkpoint, scene.net
+    )
+    return denoisers.turned(model, scene.rotate) if scene.rotate else model
 
 
 def _skip_layer(mix: Mixture, params, config) -> denoisers.Denoiser:
@@ -330,16 +342,19 @@ LEARNED_WEAK = {"skip": _skip_layer, "sims": _sims}
 def denoiser(scene: Scene, mix: Mixture) -> denoisers.Denoiser:
     """The scene's denoiser: the exact oracle or the shipped main net, and as weak model the rule's:
     the guide of weak_model (autoguidance), the SIMS net, or the net minus a layer (learned only).
-    Score 'weak' samples the guide alone."""
+    Score 'weak' samples the guide alone. With `rotate`, the exact models read the turned
+    mixture and the nets are asked in their own, unturned frame (denoisers.turned)."""
     build = LEARNED_WEAK.get(guidance.rule(scene.method).weak)
-    if scene.score == "learned" and build is not None:
-        params, net = _model(scene, mix, "main")
-        return build(mix, params, net.config)
-    guide = _model(scene, mix, weak_model(scene))
+    if scene.score == "learned" and build is not None:  # both models nets, built unturned
+        unturned = dataclasses.replace(scene, rotate=0.0)
+        params, net = _model(unturned, "main")
+        den = build(scene.base_mixture(), params, net.config)
+        return denoisers.turned_denoiser(den, mix, scene.rotate) if scene.rotate else den
+    guide = _model(scene, weak_model(scene))
     if scene.score == "weak":
         return denoisers.combine(mix, guide, guide)
     return denoisers.combine(
-        mix, _model(scene, mix, "exact" if scene.score == "exact" else "main"), guide
+        mix, _model(scene, "exact" if scene.score == "exact" else "main"), guide
     )
 
 

@@ -13,7 +13,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from . import guidance, mixtures
+from . import guidance
 from .scene import Scene, knob_names
 from .scene import run as run_scene
 
@@ -178,7 +178,6 @@ def _pair(common: dict, left: dict, right: dict) -> tuple[dict, dict]:
 
 
 L, R = "left", "right"
-ROTATED_BLOBS = mixtures.rotated(mixtures.preset("three_blobs"), 45.0).to_dict()
 EXACT, LEARNED, EVERYWHERE = ("exact",), ("learned",), ("everywhere",)
 
 CURATED: tuple[Curated, ...] = tuple(
@@ -403,18 +402,20 @@ CURATED: tuple[Curated, ...] = tuple(
         (
             "rotated_plane",
             "Turn the plane",
-            "three_blobs turned by 45°. SLD's safety mask acts on each coordinate separately, so "
-            "its answer depends on the axes: over 25 % of its samples land in C here (under 6 % "
-            "on the unturned preset). CCFG is built from norms, which a rotation keeps: under 4 % "
-            "in C and under 2 % off the data, turned or not.",
-            dict(mixture=ROTATED_BLOBS, negative="C", gamma=3.0, t=500.0),
+            "three_blobs turned by 45° (a net answers in its own frame: R ε(Rᵀx)). SLD's safety "
+            "mask acts on each coordinate separately, so its answer depends on the axes: over 25 % "
+            "of its samples land in C here (under 6 % on the unturned preset). CCFG is built from "
+            "norms, which a rotation keeps: under 4 % in C and under 2 % off the data (4 % with "
+            "the learned net), turned or not.",
+            dict(preset="three_blobs", rotate=45.0, negative="C", gamma=3.0, t=500.0),
             dict(method="sld"),
             dict(method="ccfg", tau=5.0),
             {},
-            (  # exact only: an inline mixture has no shipped nets
-                (L, "leakage_hard", ">=", 0.25, EXACT),
-                (R, "leakage_hard", "<=", 0.04, EXACT),
-                (R, "off_support", "<=", 0.02, EXACT),
+            (  # the shipped nets turned with the data (scene key rotate)
+                (L, "leakage_hard", ">=", 0.25),
+                (R, "leakage_hard", "<=", 0.04),
+                (R, "off_support", "<=", 0.02, ("exact", "everywhere")),
+                (R, "off_support", "<=", 0.04, LEARNED),
             ),
         ),
         (

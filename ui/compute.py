@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 import toydiff
-from toydiff import exact, fields, metrics, mixtures, sampler, schedule
+from toydiff import denoisers, exact, fields, metrics, mixtures, sampler, schedule
 from toydiff import scene as scene_mod
 from toydiff.metrics import outcomes, preset_threshold
 from toydiff.scene import Scene
@@ -36,8 +36,22 @@ RESOURCE_ENTRIES = int(os.environ.get("TOYDIFF_RESOURCE_ENTRIES", "32"))  # mixt
 
 
 def mix_key(scene: Scene) -> str:
-    """Cache key of a scene's data: the preset's name or the inline mixture's canonical JSON."""
+    """Cache key of a scene's data: the preset's name or the inline mixture's canonical JSON; a
+    turned plane (rotate ≠ 0): the JSON of {preset, mixture, rotate}."""
+    if scene.rotate:
+        data = {"preset": scene.preset, "mixture": scene.mixture, "rotate": scene.rotate}
+        return json.dumps(data, sort_keys=True)
     return scene.preset if scene.preset is not None else json.dumps(scene.mixture, sort_keys=True)
+
+
+def data_of(key: str) -> dict:
+    """The Scene keys preset, mixture and rotate of a mix_key."""
+    if key in toydiff.PRESETS:
+        return {"preset": key, "mixture": None, "rotate": 0.0}
+    data = json.loads(key)
+    if set(data) == {"preset", "mixture", "rotate"}:  # a mixture has other fields
+        return data
+    return {"preset": None, "mixture": data, "rotate": 0.0}
 
 
 def run_key(scene: Scene) -> str:
@@ -59,7 +73,7 @@ def load_mixture(key: str) -> toydiff.Mixture:
     """The preset mixture (key = its name) or an inline one (key = its JSON), built once."""
     if key in toydiff.PRESETS:
         return mixtures.preset(key)
-    return Scene(preset=None, mixture=json.loads(key)).build_mixture()
+    return Scene(**data_of(key)).build_mixture()
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -79,16 +93,17 @@ def load_denoiser(
 ):
     """(denoiser, warning): the scene's denoiser, or the exact oracle if weights are missing/corrupt.
     net: a session-trained net's id; kind: the shipped net kind (Scene.net)."""
-    mix = load_mixture(key)
+    mix, data = load_mixture(key), data_of(key)
     if net is not None:
-        found = net_denoiser(net, mix)
+        found = net_denoiser(net, mix)  # trained on the unturned data: asked in its frame
+        if found is not None and data["rotate"]:
+            found = denoisers.turned_denoiser(found, mix, data["rotate"])
         if found is not None:
             return found, None
         score = "learned"  # the session net is gone (store full): say so below
-    preset = key if key in toydiff.PRESETS else None
+    preset = data["preset"]
     scene = Scene(
-        preset=preset,
-        mixture=None if preset else json.loads(key),
+        **data,
         score=score,
         delta=delta,
         negative=None,
@@ -179,8 +194,8 @@ def metrics_of(scene_json: str, net: str | None = None) -> dict:
 @st.cache_resource(max_entries=RESOURCE_ENTRIES, show_spinner=False)
 def reference_of(key: str, positive, negative, n: int) -> metrics.Reference:
     """metrics.reference of a target p(x | positive, ¬negative) for n samples (read-only)."""
-    mix = load_mixture(key)
-    threshold = preset_threshold(key) if key in toydiff.PRESETS else inline_threshold(key)
+    mix, preset = load_mixture(key), data_of(key)["preset"]
+    threshold = preset_threshold(preset) if preset else inline_threshold(key)  # as threshold_of
     return metrics.reference(mix, positive, negative, n, threshold)
 
 

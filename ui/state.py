@@ -17,6 +17,7 @@ CUSTOM = "custom mixture"  # the preset selectbox's entry for an inline (edited 
 COMMON = (
     "preset",
     "mixture",
+    "rotate",
     "positive",
     "negative",
     "score",
@@ -68,7 +69,7 @@ def seed_widgets(pair: dict[str, Scene], heat: str | None = None) -> list[str]:
         if left.score != "learned" or not ss.get("score", "").startswith("net:")
         else ss["score"]
     )
-    for k in ("delta", "eta"):
+    for k in ("delta", "eta", "rotate"):
         ss[k] = float(getattr(left, k))
     for k in ("steps", "n", "seed"):
         ss[k] = int(getattr(left, k))
