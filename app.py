@@ -16,6 +16,7 @@ from ui import chart
 chart.preload()
 
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import pathlib  # noqa: E402
@@ -49,6 +50,7 @@ from ui.compute import (  # noqa: E402
     denoiser_for,
     error_at,
     field_at,
+    probe_at,
     load_mixture,
     metrics_of,
     mix_key,
@@ -731,12 +733,19 @@ def field_view(scenes: dict, net: str | None = None):
     cols = columns_for(scenes)
     maps = {side: field_at(run_key(scenes[side]), int(t), net) for side in cols}
     zmax = max([float(np.nanmax(f[heat])) for f in maps.values() if heat in f] + [1e-6])
+    point = st.session_state.get("probe")
     for side, col in cols.items():
-        make = lambda side=side: field_fig(scenes[side], maps[side], heat, zmax, shown, t)
-        draw(col, "field", side, scenes[side], net, make, t, heat, zmax, shown)
+        key = run_key(scenes[side])
+        at = probe_at(key, int(t), net, tuple(point)) if point else None
+        make = lambda side=side, at=at: field_fig(
+            scenes[side], maps[side], heat, zmax, shown, t, (at, point)
+        )
+        draw(col, "field", side, scenes[side], net, make, t, heat, zmax, shown, point, probe=True)
     st.caption(
         "Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
-        "is p(n | x_t) = ½ at this t; grey lines are the noisy density p_t(x)."
+        "is p(n | x_t) = ½ at this t; grey lines are the noisy density p_t(x). Press or drag on "
+        "either field to probe a point: both columns read out p(c | x_t), their weights and "
+        "predictions there (interpolated while you drag, exact once you let go)."
     )
     learned = {s_: s for s_, s in scenes.items() if isinstance(s, Scene) and s.score == "learned"}
     if learned:
@@ -772,8 +781,11 @@ def error_view(scenes: dict, maps: dict, t: int, net: str | None):
     )
 
 
-def field_fig(scene: Scene, f: dict, heat: str, zmax: float, shown: list[str], t: int):
-    """The field figure of one column from its grid values."""
+def field_fig(
+    scene: Scene, f: dict, heat: str, zmax: float, shown: list[str], t: int, probe=(None, None)
+):
+    """The field figure of one column from its grid values; probe: (the exact values at the
+    probe point, the point), both None before the first probe."""
     mix = mixture_of(scene)
     lim = fields.extent(mix)
     u = np.linspace(-lim, lim, FIELD_RES, dtype=np.float32)
@@ -797,7 +809,23 @@ def field_fig(scene: Scene, f: dict, heat: str, zmax: float, shown: list[str], t
         title,
         f["log_p"].reshape(FIELD_RES, FIELD_RES),
         p_neg,
+        plots.probe_meta(u[::2], _every_other(f), mix.concepts, t, *probe),
     )
+
+
+def _every_other(f: dict) -> dict:
+    """The field's values on every other grid point (21 × 21): the probe interpolates in them."""
+    return {
+        k: v.reshape(FIELD_RES, FIELD_RES, *v.shape[1:])[::2, ::2].reshape(-1, *v.shape[1:])
+        for k, v in f.items()
+    }
+
+
+def _probe_released(key: str):
+    """The probe was let go on chart `key`: both columns' fields show it (a rerun of the view)."""
+    point = chart.probe_of(key)
+    if point is not None:
+        st.session_state["probe"] = [round(float(point[0]), 3), round(float(point[1]), 3)]
 
 
 def weights_view(scenes: dict, runs: dict, net: str | None):
@@ -832,12 +860,16 @@ def outcome_view(scenes: dict, runs: dict, net: str | None):
     st.caption("Blue shade: the ideal target density p(x | positive, ¬negative) at t = 0.")
 
 
-def draw(col, view: str, side: str, scene: Scene, net: str | None, make, *settings):
+def draw(
+    col, view: str, side: str, scene: Scene, net: str | None, make, *settings, probe=False
+):
     """One column's view in `col` (chart key "view.side"). `make()` builds the figure only on a
     miss of the figure cache shared by all sessions (ui/chart.py), keyed by what determines it:
-    the view, the sampler run (scene without t, net) and the view's own settings."""
-    key = json.dumps([view, run_key(scene), net, *settings])
-    chart.show(make, f"{view}.{side}", plots.CONFIG, col, cache_key=key)
+    the view, the sampler run (scene without t, net) and the view's own settings. probe: the
+    chart reports where the user lets go of the probe."""
+    key, chart_key = json.dumps([view, run_key(scene), net, *settings]), f"{view}.{side}"
+    on_probe = functools.partial(_probe_released, chart_key) if probe else None
+    chart.show(make, chart_key, plots.CONFIG, col, cache_key=key, on_probe=on_probe)
 
 
 if __name__ == "__main__":  # the sidebar names each page for what it shows

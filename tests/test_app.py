@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import re
+import tempfile
 import time
 
 import numpy as np
@@ -804,3 +805,51 @@ def test_every_page_renders_without_the_bridge_extra(tmp_path):
     assert "pip install -r requirements-bridge.txt" in errors[0]
     readme = (pathlib.Path(APP).parent / "README.md").read_text()
     assert "pip install -r requirements.txt -r requirements-bridge.txt" in readme
+
+
+def test_probe_readout_is_the_exact_field_at_the_point():
+    """Issue 22, item 3: with the probe placed (session state 'probe', which the chart's release
+    sets), each field figure brings the readout rows on the grid and their exact values at the
+    point, checked against the exact mixture: p(c | x_t) for every concept, ε_∅ and ε_n, and the
+    guided ε̂ of nCFG (left: ε_∅ − γΔ_n, λ⁻ = 1) and CCFG (right: λ⁻ = 2σ(−τ‖Δ_n‖²))."""
+    from toydiff import exact, mixtures, schedule
+
+    point = [0.5, -1.0]
+    at = _start(probe=point)
+    _ok(at)
+    charts = _charts(at)
+    mix, x = mixtures.preset("three_blobs"), np.array([point], np.float32)
+    for side, tau in (("left", None), ("right", 1.0)):
+        meta = charts[f"field.{side}"]["layout"]["meta"]["probe"]
+        assert meta["point"] == point and charts[f"field.{side}"]["layout"]["dragmode"] is False
+        rows = {r["key"]: r for r in meta["rows"]}
+        ab = float(schedule.alpha_bars("linear")[meta["t"]])
+        for c in mix.concepts:
+            want = float(exact.posterior(mix, x, ab, c)[0])
+            np.testing.assert_allclose(rows[f"p.{c}"]["at"], want, atol=1e-5)
+        e_u, e_n = exact.eps(mix, x, ab)[0], exact.eps(mix, x, ab, "C")[0]
+        np.testing.assert_allclose(rows["eps_uncond"]["at"], e_u, atol=1e-4)
+        np.testing.assert_allclose(rows["eps_neg"]["at"], e_n, atol=1e-4)
+        d = np.asarray(e_n - e_u, np.float64)
+        lam = 1.0 if tau is None else 2 / (1 + np.exp(tau * d @ d))
+        np.testing.assert_allclose(rows["lam_neg"]["at"], lam, atol=1e-4)
+        np.testing.assert_allclose(rows["guided"]["at"], e_u - 2.0 * lam * d, atol=1e-3)
+        u = _decode(meta["u"])  # the grid the browser interpolates in: p(A | x_t) at a corner
+        corner = np.array([[u[0], u[0]]], np.float32)
+        np.testing.assert_allclose(
+            _decode(rows["p.A"]["grid"])[0], exact.posterior(mix, corner, ab, "A")[0], atol=1e-5
+        )
+
+
+def test_the_chart_components_javascript_parses():
+    """ui/chart.py's component JS is valid ES module syntax (node --check): a syntax error only
+    shows in a browser, as an error box in place of every figure."""
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (apt-get install nodejs)")
+    path = pathlib.Path(tempfile.mkdtemp()) / "chart.mjs"
+    path.write_text(chart.JS)
+    out = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

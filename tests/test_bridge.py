@@ -22,7 +22,7 @@ from diffusers import (  # noqa: E402
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
-from toydiff import guidance  # noqa: E402
+from toydiff import atlas, guidance  # noqa: E402
 from toydiff.bridge import loop, sd  # noqa: E402
 
 PROMPT, NEGATIVE, GAMMA, STEPS = "a red cat", "a blue dog", 7.5, 4
@@ -194,54 +194,167 @@ def _ddpm_log_ratio(x, x_next, e_n, e_u, ab, ab_next):
     return -(sq(e_n) - sq(e_u)) / (2 * var)
 
 
-@pytest.mark.filterwarnings(WARN)
-@pytest.mark.parametrize("rule", ["cfg", "ncfg", "ccfg", "dng", "sd_negative", "perp_neg"])
-def test_every_step_applies_the_registry_rule(sd15, rule, monkeypatch):
-    """The ε given to scheduler.step = the registry rule on that step's UNet output, split ∅ | p | n."""
+IMAGE_RULES = [n for n, r in guidance.RULES.items() if atlas.runs_on_images(r)]
+# knobs that make every state matter in 4 steps: APG clipped and with momentum, SLD and CFG-Zero*
+# active after one step
+STATE_KNOBS = dict(
+    tau=0.05, prior=0.3, temp=0.5, offset=0.0, r=0.5, beta=-0.5, warmup=1.0, zero_steps=1.0
+)
+
+
+def _record(pipe, monkeypatch):
+    """Lists filled by a run: the UNet's outputs, and (ε, t, x, η) of each scheduler.step call."""
     unet_out, stepped = [], []
-    handle = sd15.unet.register_forward_hook(lambda m, a, out: unet_out.append(out[0].clone()))
-    step = DDIMScheduler.step
+    handle = pipe.unet.register_forward_hook(lambda m, a, out: unet_out.append(out[0].clone()))
+    cls = type(pipe.scheduler)
+    step = cls.step
     monkeypatch.setattr(
-        DDIMScheduler,
+        cls,
         "step",
         lambda s, eps, t, x, **kw: (
             stepped.append((eps.clone(), t, x.clone(), kw.get("eta", 0.0)))
             or step(s, eps, t, x, **kw)
         ),
     )
-    knobs = loop.default_knobs(rule, gamma=GAMMA, tau=0.05, prior=0.3, temp=0.5, offset=0.0)
+    return unet_out, stepped, handle
+
+
+def _x0(x, eps, ab):
+    return (x - (1 - ab) ** 0.5 * eps) / ab**0.5
+
+
+class _Replay:
+    """The state each stateful rule carries, rebuilt here step by step from the UNet's branches
+    and the recorded x_t (tracked DNG and FBG: their rows in info, whose update is checked apart)."""
+
+    def __init__(self, rule, knobs, info):
+        self.rule, self.knobs, self.info = rule, knobs, info
+        self.running = self.momentum = 0.0
+
+    def extra(self, i, b, x, ab):
+        """The rule state's keyword arguments at step i; then advances the state."""
+        k, n = self.knobs, torch.full((2,), float(i))
+        if self.rule == "dng":
+            return {"p_neg": torch.from_numpy(self.info["p_neg"][i])}
+        if self.rule == "fbg":
+            return {"log_r": torch.from_numpy(self.info["log_r"][i])}
+        if self.rule == "cfg_zero_star":
+            return {"step_index": n}
+        if self.rule == "apg":  # Δ̄ ← D_c − D_∅ + βΔ̄ (x̂0 space), after the step reads it
+            out, delta = {"running": self.running}, _x0(x, b["pos"], ab) - _x0(x, b["uncond"], ab)
+            self.running = delta + k["beta"] * self.running
+            return out
+        if self.rule == "sld":  # ν ← β_m ν + (1 − β_m) g, g = μ ⊙ (ε_S − ε_∅) + s_m ν
+            out, diff = {"momentum": self.momentum, "step_index": n}, b["pos"] - b["neg"]
+            mu = torch.where(diff < k["thresh"], (k["s_s"] * diff.abs()).clamp(max=1), 0)
+            g = mu * (b["neg"] - b["uncond"]) + k["s_m"] * self.momentum
+            self.momentum = k["beta_m"] * self.momentum + (1 - k["beta_m"]) * g
+            return out
+        return None
+
+
+def _fbg_next(log_r, log_ratio, levels, knobs):
+    """FBG's tracked log r after one DDPM-kernel step of log-likelihood ratio `log_ratio` (c vs ∅),
+    MATH §3.2 written out in float64: δ and τ_f from π, t0, t1 and the run's ᾱ grid `levels`."""
+    n = len(levels) - 1
+    delta = np.log(1.5 * (1 - knobs["pi"])) / ((1 - knobs["t0"]) * n)
+    i1 = int(np.clip(round((1 - knobs["t1"]) * n), 0, n - 1))
+    a1, b1 = levels[i1], levels[i1 + 1]
+    tau = abs(2 * (1 - b1) / (1 - a1) * (1 - a1 / b1) * delta / 10)
+    evidence = tau * log_ratio
+    floor = np.log((1 - knobs["pi"]) * knobs["lam_max"] / (knobs["lam_max"] - 1))
+    return np.clip(log_r + evidence + delta, floor, 3.0)
+
+
+@pytest.mark.filterwarnings(WARN)
+@pytest.mark.parametrize("rule", IMAGE_RULES)
+def test_every_step_applies_the_registry_rule(sd15, rule, monkeypatch):
+    """The ε given to scheduler.step = the registry rule on that step's UNet output, split ∅ | p | n,
+    with the state rebuilt here (APG's Δ̄, SLD's ν, CFG-Zero*'s count) or the tracked one, whose
+    update is Bayes' rule written out (DNG's p, FBG's log r); CFG++ lands on its own closed form."""
+    unet_out, stepped, handle = _record(sd15, monkeypatch)
+    knobs = loop.default_knobs(rule, gamma=GAMMA, **STATE_KNOBS)
     try:
-        _, info = sd.generate(
+        latents, info = sd.generate(
             sd15, PROMPT, NEGATIVE, rule, knobs, [0, 1], steps=STEPS, output_type="latent"
         )
     finally:
         handle.remove()
     assert len(unet_out) == len(stepped) == STEPS  # one UNet forward per step, all branches in it
-    r, abs_ = guidance.rule(rule), sd15.scheduler.alphas_cumprod.double()
+    r, abs_ = guidance.rule(rule), sd15.scheduler.alphas_cumprod
+    tracked = r.state is not None and r.state.eta is not None
+    replay = _Replay(rule, knobs, info)
+    levels = np.append(abs_[[int(s[1]) for s in stepped]].double().numpy(), 1.0)
     for i, (out, (eps, t, x, eta)) in enumerate(zip(unet_out, stepped, strict=True)):
         uncond, pos, neg = out.chunk(3)
-        p_neg = torch.from_numpy(info["p_neg"][i]) if r.state else None
-        expected, _ = guidance.apply(
-            r,
-            {"uncond": uncond, "pos": pos, "neg": neg, "cond": pos},
-            knobs,
-            {"p_neg": p_neg} if r.state else None,
-        )
-        torch.testing.assert_close(eps, expected, atol=1e-6, rtol=0)
-        assert eta == (1.0 if r.state else 0.0)  # tracked DNG steps the stochastic kernel
-        if r.state and i + 1 < STEPS:  # DNG's carry: Bayes' rule for that kernel's step
-            ab, ab_next = abs_[int(t)], abs_[int(stepped[i + 1][1])]
-            x_next = stepped[i + 1][2].double()
-            log_r = _ddpm_log_ratio(x.double(), x_next, neg.double(), uncond.double(), ab, ab_next)
-            p_next = torch.clamp(
-                p_neg.double() * torch.exp(torch.clamp(0.5 * log_r, max=80.0)),
-                knobs["p_min"],
-                knobs["p_max"],
-            )  # Temp = 0.5, offset 0: half the log-ratio
-            np.testing.assert_allclose(info["p_neg"][i + 1], p_next.numpy(), rtol=1e-3)
-    if r.state:
+        b = {"uncond": uncond, "pos": pos, "neg": neg, "cond": pos}
+        ab = abs_[int(t)]
+        extra = replay.extra(i, b, x, ab)
+        expected, _ = guidance.apply(r, b, knobs, extra, at=(x, ab))
+        x_next = stepped[i + 1][2] if i + 1 < STEPS else latents
+        if rule == "cfg_pp":  # x' = √ᾱ' x̂0(ε_∅ + λΔ_p) + √(1 − ᾱ') ε_∅, DDIM's own ᾱ'
+            prev = int(t) - 1000 // STEPS
+            ab_prev = abs_[prev] if prev >= 0 else sd15.scheduler.final_alpha_cumprod
+            guided = uncond + knobs["lam"] * (pos - uncond)
+            cfg_pp = ab_prev**0.5 * _x0(x, guided, ab) + (1 - ab_prev) ** 0.5 * uncond
+            torch.testing.assert_close(x_next, cfg_pp, atol=1e-4, rtol=0)
+        else:
+            torch.testing.assert_close(eps, expected, atol=1e-6, rtol=0)
+        if rule == "cfg_zero_star" and i < knobs["zero_steps"]:  # v̂ = 0: ε = x/(√ᾱ + √(1−ᾱ))
+            torch.testing.assert_close(eps, x / (ab**0.5 + (1 - ab) ** 0.5), atol=1e-6, rtol=0)
+        assert eta == (1.0 if tracked else 0.0)  # tracked DNG and FBG step the stochastic kernel
+        if tracked and i + 1 < STEPS:  # their carry: Bayes' rule for that kernel's step
+            kernel = (x.double(), x_next.double())
+            steps = (abs_.double()[int(t)], torch.tensor(levels[i + 1]))
+            if rule == "dng":
+                log_r = _ddpm_log_ratio(*kernel, neg.double(), uncond.double(), *steps)
+                p_next = torch.clamp(
+                    torch.from_numpy(info["p_neg"][i]).double()
+                    * torch.exp(torch.clamp(0.5 * log_r, max=80.0)),
+                    knobs["p_min"],
+                    knobs["p_max"],
+                )  # Temp = 0.5, offset 0: half the log-ratio
+                np.testing.assert_allclose(info["p_neg"][i + 1], p_next.numpy(), rtol=1e-3)
+            else:
+                evidence = _ddpm_log_ratio(*kernel, pos.double(), uncond.double(), *steps)
+                log_r = _fbg_next(info["log_r"][i], evidence.numpy(), levels, knobs)
+                np.testing.assert_allclose(info["log_r"][i + 1], log_r, rtol=1e-4, atol=1e-5)
+    for key, rows in info.items():  # the per-step diagnostics: (steps, seeds), finite
+        assert rows.shape == ((STEPS,) if key == "t" else (STEPS, 2)) and np.isfinite(rows).all()
+    if rule == "dng":
         np.testing.assert_allclose(info["p_neg"][0], 0.3)  # starts at the prior p_T
         assert np.ptp(info["p_neg"]) > 1e-3  # and moves along the chain
+    if rule == "fbg":  # log r starts at 0 (r = 1) and moves; λ = r/(r − (1 − π)) of it
+        assert np.allclose(info["log_r"][0], 0.0) and np.ptp(info["log_r"]) > 1e-3
+        r_ = np.exp(info["log_r"].astype(np.float64))
+        np.testing.assert_allclose(info["lam_pos"], r_ / (r_ - (1 - knobs["pi"])), rtol=1e-5)
+    if rule == "apg":  # the clip acted and momentum made a difference
+        assert info["lam_pos"].min() < 1
+
+
+@pytest.mark.filterwarnings(WARN)
+def test_cfg_pp_on_euler_renoises_with_the_unconditional_prediction(sdxl, monkeypatch):
+    """SDXL's Euler scheduler (VE frame): CFG++'s x' = x̂0 + σ'ε_∅, x̂0 = x − σ(ε_∅ + λΔ_p), every
+    step, although scheduler.step takes one ε; λ = 1 would be CFG at γ = 1 re-noised with ε_∅."""
+    unet_out, stepped, handle = _record(sdxl, monkeypatch)
+    knobs = loop.default_knobs("cfg_pp", lam=0.6)
+    try:
+        latents, _ = sd.generate(
+            sdxl, PROMPT, NEGATIVE, "cfg_pp", knobs, [0, 1], steps=STEPS, output_type="latent"
+        )
+    finally:
+        handle.remove()
+    abs_ = sdxl.scheduler.alphas_cumprod.double()
+    sigmas = [float(((1 - abs_[int(s[1])]) / abs_[int(s[1])]).sqrt()) for s in stepped] + [0.0]
+    for i, (out, (_, _, x, _)) in enumerate(zip(unet_out, stepped, strict=True)):
+        uncond, pos, _ = out.chunk(3)
+        guided = uncond + 0.6 * (pos - uncond)
+        x_next = stepped[i + 1][2] if i + 1 < STEPS else latents
+        torch.testing.assert_close(
+            x_next, x - sigmas[i] * guided + sigmas[i + 1] * uncond, atol=1e-4, rtol=0
+        )
+        if i == 0:  # re-noised with ε̂ (CFG at γ = λ) it would land ≫ 1e-4 away
+            assert (sigmas[1] * (guided - uncond)).abs().max() > 1e-2
 
 
 @pytest.mark.filterwarnings(WARN)

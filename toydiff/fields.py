@@ -28,7 +28,8 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
 
     Keys: eps_<branch>, guided, term (ε̂ − unguided ε), step (x_t' − x_t of one step of the
     config's solver with η = 0 to the level a step of config.steps further on), the rule's info
-    (lam_neg, scale_neg, ...), p_neg (exact p(n | x_t)), log_p (log p_t(x)) and log_p_target
+    (lam_neg, scale_neg, ...), p_neg (exact p(n | x_t)), posteriors ((M, C): exact p(c | x_t) of
+    every concept, the probe's readout), log_p (log p_t(x)) and log_p_target
     (log p_t(x | p, ¬n)). A rule state has no value off a trajectory: its maps use State.at (DNG's
     tracked posterior: the exact one).
     """
@@ -50,6 +51,7 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
     model = model_at(cfg, den, concepts, knobs, extra, kappa, cache)
     x_next, pred, _ = solvers.solver(config.solver).step(model, x, ab, ab_next, 0.0, 0.0)
     branches = cache["branches"]
+    posteriors = exact.posteriors(den.mix, x, ab)
     logw = jnp.log(den.mix.weights) + jnp.log1p(-den.mix.membership[cond.neg])
     if config.has_pos:
         logw = logw + jnp.log(den.mix.membership[cond.pos])
@@ -59,7 +61,8 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
         guided=pred.eps,
         term=pred.eps - branches[config.unguided],
         step=x_next - x,
-        p_neg=exact.posteriors(den.mix, x, ab)[:, cond.neg],
+        p_neg=posteriors[:, cond.neg],
+        posteriors=posteriors,
         log_p=exact.log_prob_rows(den.mix, x, ab, jnp.log(den.mix.weights)),
         log_p_target=exact.log_prob_rows(den.mix, x, ab, logw),
     )

@@ -72,7 +72,7 @@ function drawNext() {
     const anim = liftAnimation(fig);
     plotly()
       .then(P => P.react(gd, fig))
-      .then(() => animationBar(gd, anim))
+      .then(() => { animationBar(gd, anim); probeSetup(gd, (fig.layout.meta || {}).probe); })
       .catch(e => { gd.textContent = 'figure failed: ' + e.message; });
   }
   requestAnimationFrame(() => setTimeout(drawNext));  // after this frame is painted
@@ -175,12 +175,115 @@ function animationBar(gd, anim) {
   bar.append(range, label);
   bar._show(names[+range.value]);
 }
+// The probe (layout.meta.probe, plots.probe_meta): a press or drag on the plot moves it; while
+// dragging, the readout under every probe plot (both columns) shows its rows interpolated from
+// the grid the figure brought, and its arrows follow; on release the point goes to the server
+// (component state 'probe'), whose rerun brings the exact values there (meta.probe.at).
+const probePlots = new Set();
+function decode(arr) {  // a Plotly typed array {dtype, bdata} (plots._arr) as a Float32Array
+  const bin = atob(arr.bdata), bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Float32Array(bytes.buffer);
+}
+function probeSetup(gd, probe) {
+  if (!probe) {
+    probePlots.delete(gd);
+    if (gd._toydiffProbe) gd._toydiffProbe.remove();
+    gd._toydiffProbe = gd._probe = null;
+    return;
+  }
+  gd._probe = {...probe, u: decode(probe.u), rows: probe.rows.map(r => ({...r, data: decode(r.grid)}))};
+  probePlots.add(gd);
+  if (!gd._toydiffProbe) {
+    const box = gd._toydiffProbe = document.createElement('div');
+    box.className = 'toydiff-probe';
+    box.style.cssText = 'margin:2px 15px 6px 45px;font:13px/1.5 sans-serif;color:#333;' +
+      'font-variant-numeric:tabular-nums;min-height:4.5em';
+    (gd._toydiffBar || gd).after(box);
+    gd.addEventListener('pointerdown', e => probeDrag(gd, e), true);
+  }
+  const at = probe.point && probe.rows.every(r => r.at !== null);
+  probeShow(gd, probe.point, at ? probe.rows.map(r => r.at) : null);
+}
+function toData(gd, e) {  // the event's data coordinates, or null outside the axes
+  const fl = gd._fullLayout, xa = fl && fl.xaxis, ya = fl && fl.yaxis;
+  if (!xa || !ya) return null;
+  const r = gd.getBoundingClientRect();
+  const px = e.clientX - r.left - xa._offset, py = e.clientY - r.top - ya._offset;
+  if (px < 0 || py < 0 || px > xa._length || py > ya._length) return null;
+  return [xa.p2d(px), ya.p2d(py)];
+}
+function probeDrag(gd, e) {
+  const start = gd._probe && e.button === 0 && toData(gd, e);
+  if (!start) return;
+  e.preventDefault();
+  e.stopPropagation();
+  let last = start, frame = 0;
+  const paint = () => { frame = 0; for (const g of probePlots) probeShow(g, last, null); };
+  paint();
+  const move = ev => {
+    last = toData(gd, ev) || last;
+    if (!frame) frame = requestAnimationFrame(paint);
+  };
+  const up = () => {
+    window.removeEventListener('pointermove', move, true);
+    window.removeEventListener('pointerup', up, true);
+    if (frame) { cancelAnimationFrame(frame); paint(); }
+    const round = v => Math.round(v * 1000) / 1000;
+    if (gd._toydiffSend) gd._toydiffSend('probe', [round(last[0]), round(last[1])]);
+  };
+  window.addEventListener('pointermove', move, true);
+  window.addEventListener('pointerup', up, true);
+}
+function interpolate(p, row, x, y) {  // bilinear on the grid p.u × p.u (row-major, y slowest)
+  const u = p.u, n = u.length, h = u[1] - u[0];
+  const fx = Math.min(Math.max((x - u[0]) / h, 0), n - 1), fy = Math.min(Math.max((y - u[0]) / h, 0), n - 1);
+  const i = Math.min(Math.floor(fx), n - 2), j = Math.min(Math.floor(fy), n - 2), a = fx - i, b = fy - j;
+  const at = (ii, jj, c) => row.data[(jj * n + ii) * row.dim + c];
+  const out = [];
+  for (let c = 0; c < row.dim; c++) {
+    out.push((1 - a) * (1 - b) * at(i, j, c) + a * (1 - b) * at(i + 1, j, c) +
+      (1 - a) * b * at(i, j + 1, c) + a * b * at(i + 1, j + 1, c));
+  }
+  return row.dim === 1 ? out[0] : out;
+}
+function probeShow(gd, point, exact) {  // exact: the rows' values at point, else interpolated
+  const p = gd._probe, box = gd._toydiffProbe;
+  if (!p || !box) return;
+  if (!point) {
+    box.dataset.state = 'none';
+    box.textContent = 'Press or drag on the field to place a probe: p(c | x_t), the rule’s ' +
+      'weights and its predictions there, at this t.';
+    Plotly.relayout(gd, {annotations: []});
+    return;
+  }
+  const [x, y] = point, values = exact || p.rows.map(r => interpolate(p, r, x, y));
+  const s = 3 * p.scale;  // the probe's arrows: 3× the field's scale, to stand out
+  const num = (v, d) => (v < 0 ? '−' : '') + Math.abs(v).toFixed(d);
+  const cell = (key, text) => `<span data-probe="${key}">${text}</span>`;
+  const lines = [[`<b>probe</b> (${cell('x', num(x, 3))}, ${cell('y', num(y, 3))}) at t = ${p.t} · ` +
+    (exact ? 'exact' : '≈ interpolated')], [], []];
+  const notes = [];
+  p.rows.forEach((r, i) => {
+    const v = values[i];
+    if (r.dim === 1) (r.key.startsWith('p.') ? lines[1] : lines[2]).push(`${r.label} ${cell(r.key, num(v, 3))}`);
+    else {
+      lines[2].push(`<span style="color:${r.color}">${r.label}</span> (${cell(r.key, num(v[0], 2) + ', ' + num(v[1], 2))})`);
+      notes.push({x: x + s * v[0], y: y + s * v[1], ax: x, ay: y, xref: 'x', yref: 'y',
+        axref: 'x', ayref: 'y', showarrow: true, arrowhead: 2, arrowwidth: 2.2, arrowcolor: r.color, text: ''});
+    }
+  });
+  box.dataset.state = exact ? 'exact' : 'approx';
+  box.innerHTML = lines.filter(l => l.length).map(l => l.join(' · ')).join('<br>');
+  notes.push({x, y, xref: 'x', yref: 'y', text: '✛', showarrow: false, font: {size: 18, color: '#000'}});
+  Plotly.relayout(gd, {annotations: notes});
+}
 function drawSoon(gd, fig) {
   waiting.set(gd, fig);  // a newer figure for a waiting chart keeps its place in the queue
   if (!drawing) { drawing = true; drawNext(); }
 }
 const text = new TextDecoder();
-export default function ({ parentElement, data }) {
+export default function ({ parentElement, data, setStateValue }) {
   if (!data || !data.length) {  // preload(): fetch plotly.js while the server computes
     plotly().catch(() => {});
     return;
@@ -194,12 +297,15 @@ export default function ({ parentElement, data }) {
   // the payload (ui/chart.py `payload`): the figure's id, a newline, the figure's JSON
   const cut = data.indexOf(10);
   const id = text.decode(data.subarray(0, cut));
+  gd._toydiffSend = setStateValue;
   if (gd._toydiffId !== id) {
     gd._toydiffId = id;
     drawSoon(gd, JSON.parse(text.decode(data.subarray(cut + 1))));
   }
   // purge only when the element is really gone (this also runs before an in-place update)
-  return () => setTimeout(() => { if (!gd.isConnected && window.Plotly) window.Plotly.purge(gd); });
+  return () => setTimeout(() => {
+    if (!gd.isConnected && window.Plotly) { probePlots.delete(gd); window.Plotly.purge(gd); }
+  });
 }
 """.replace("__BUNDLE__", NAME)
 
@@ -249,13 +355,22 @@ def _cached_payload(cache_key: str, config_key: str, _make, _config) -> bytes:
     return payload(_make(), _config, digest)
 
 
-def show(fig, key: str, config: dict | None = None, container=None, cache_key: str | None = None):
+def show(
+    fig,
+    key: str,
+    config: dict | None = None,
+    container=None,
+    cache_key: str | None = None,
+    on_probe=None,
+):
     """Draws a plotly Figure (or figure dict) in `container` (default: the current one), updated
     in place when the same key is drawn again with another figure. With `cache_key`, `fig` is a
     function returning the figure, called only when no session has drawn that cache_key yet
     (a γ move of one column then rebuilds only that column's figures). Without static file
     serving (`streamlit run` started outside the repository, so .streamlit/config.toml was not
-    read) this falls back to st.plotly_chart: slower updates, same figures."""
+    read) this falls back to st.plotly_chart: slower updates, same figures, no probe.
+    on_probe: called when the user releases the probe (a figure with layout.meta.probe); the
+    point is then `probe_of(key)`."""
     if not st.get_option("server.enableStaticServing"):
         figure = fig() if cache_key is not None else fig
         (container or st).plotly_chart(figure, theme=None, config=config, key=key)
@@ -264,5 +379,12 @@ def show(fig, key: str, config: dict | None = None, container=None, cache_key: s
         data = payload(fig, config)
     else:
         data = _cached_payload(cache_key, json.dumps(config, sort_keys=True), fig, config)
+    probe = {} if on_probe is None else dict(default={"probe": None}, on_probe_change=on_probe)
     with container if container is not None else contextlib.nullcontext():
-        _component(data=data, key=key)
+        _component(data=data, key=key, **probe)
+
+
+def probe_of(key: str) -> list[float] | None:
+    """The [x, y] where the user released the probe on the chart `key` (None: not yet)."""
+    value = st.session_state.get(key)
+    return None if value is None else value.get("probe")

@@ -224,18 +224,23 @@ def background(
 @st.cache_data(max_entries=64, show_spinner=False)
 def field_at(scene_json: str, t: int, net: str | None = None) -> dict:
     """fields.field of the scene on the FIELD_RES grid at timestep t, as numpy."""
+    lim = fields.extent(mixture_of(Scene.from_json(scene_json)))
+    return _field(scene_json, t, net, fields.grid(lim, FIELD_RES))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def probe_at(scene_json: str, t: int, net: str | None, point: tuple[float, float]) -> dict:
+    """fields.field of the scene at one point and timestep t: the probe's exact readout."""
+    return _field(scene_json, t, net, np.asarray([point], np.float32))
+
+
+def _field(scene_json: str, t: int, net: str | None, x: np.ndarray) -> dict:
     scene = Scene.from_json(scene_json)
     scene = dataclasses.replace(scene, n=1, seed=0)  # fixed n: one compile per rule/steps
     mix = mixture_of(scene)
     den, _ = scene_denoiser(scene, net)
-    lim = fields.extent(mix)
     out = fields.field(
-        scene.sampler_config(),
-        den,
-        scene.cond(mix),
-        scene.knobs(),
-        fields.grid(lim, FIELD_RES),
-        float(t),
+        scene.sampler_config(), den, scene.cond(mix), scene.knobs(), x, float(t)
     )
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 

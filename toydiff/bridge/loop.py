@@ -4,6 +4,12 @@ branches in one forward, and a toydiff guidance rule applied to the torch tensor
 `eps_fn(model_input, t) -> {"uncond": ε_∅, "pos": ε_p, "neg": ε_n}`, each (B, C, H, W). Text models build
 it in `sd.py`; a class-conditional `UNet2DModel` needs only `labels = [null]*B + [pos]*B + [neg]*B` and
 `lambda x, t: dict(zip(BRANCHES, unet(torch.cat([x] * 3), t, class_labels=labels).sample.chunk(3)))`.
+
+A diffusers scheduler takes one ε per step, for both the data estimate and the re-noising direction.
+A rule that re-noises along another prediction (CFG++: x̂0 from ε_∅ + λΔ_p, direction ε_∅) is given
+as the one ε whose first-order step lands where the rule's step does (`renoised`): exact for DDIM
+(any η), DDPM and Euler (ancestral too); a multistep scheduler (PNDM, DPM-Solver, UniPC) mixes that
+ε with earlier steps' as it would any ε, so there CFG++ holds to first order only.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from .. import guidance, schedule
 BRANCHES = ("uncond", "pos", "neg")  # order of the three branches in the batched forward
 EpsFn = Callable[[torch.Tensor, torch.Tensor], dict]
 Hook = Callable[[int, torch.Tensor, dict, torch.Tensor, dict], None]  # (i, t, branches, eps, info)
+# schedulers whose step is the stochastic (η = 1) kernel without an η argument
+KERNEL_SCHEDULERS = ("DDPMScheduler", "EulerAncestralDiscreteScheduler")
 
 
 class LoopResult(NamedTuple):
@@ -48,12 +56,12 @@ def default_knobs(name: str, **overrides) -> dict[str, float]:
 def guide(
     r: guidance.Rule, branches: dict, knobs: dict, extra=None, kappa=1.0, at=None
 ) -> tuple[torch.Tensor, dict]:
-    """(ε̂, info): rule r on the branches ("cond" = the positive prompt) plus ‖Δ_n‖², ‖Δ_p‖², ‖ε̂ − ε_p‖.
+    """(ε̂, info): rule r on the branches ("cond" = the positive prompt) plus ‖Δ_n‖², ‖Δ_p‖², ‖ε̂ − ε_p‖;
+    info["renoise"] where the rule re-noises along another prediction (CFG++).
 
     extra: the rule state's keyword arguments (guidance.State.read); at = (x_t, ᾱ_t) for rules that
     act in x̂0 or v space."""
     eps, info = guidance.apply(r, {**branches, "cond": branches["pos"]}, knobs, extra, kappa, at)
-    info.pop("renoise", None)  # the diffusers scheduler re-noises with ε̂
     sq = guidance._sq_norm  # float32 even for float16 branches
     info["d_neg_sq"] = sq(branches["neg"] - branches["uncond"])  # (B,)
     info["d_pos_sq"] = sq(branches["pos"] - branches["uncond"])  # (B,)
@@ -80,6 +88,40 @@ def _step_kwargs(r: guidance.Rule, scheduler, step_kwargs: dict | None) -> dict:
     if r.state is not None and r.state.eta is not None and takes:
         kwargs["eta"] = r.state.eta
     return kwargs
+
+
+def renoised(eps, renoise, ab, ab_next, eta=0.0):
+    """The one ε whose DDIM(η) step from ᾱ to ᾱ' takes x̂0 from `eps` and re-noises along `renoise`
+    (CFG++, MATH §3.3): DDIM moves x by (d − ac)ε, CFG++ by d·ε_re − ac·ε̂ (a = √(ᾱ'/ᾱ),
+    c = √(1−ᾱ), d = √(1−ᾱ'−σ²)), so ε = (d·ε_re − ac·ε̂)/(d − ac), weights summing to 1."""
+    sigma2 = float(schedule.ddim_sigma(float(ab), float(ab_next), eta)) ** 2
+    d = max(1 - float(ab_next) - sigma2, 0.0) ** 0.5
+    ac = (float(ab_next) / float(ab) * (1 - float(ab))) ** 0.5
+    if abs(d - ac) < 1e-12:  # ᾱ' = ᾱ: no step to take
+        return eps
+    return (d * renoise.float() - ac * eps.float()).div(d - ac).to(eps.dtype)
+
+
+def _scheduler_levels(scheduler, timesteps, i):
+    """(ᾱ_t, ᾱ_t') of the step the scheduler takes at step i: from its σ grid (Euler-type), from
+    t − T/N with final_alpha_cumprod past the end (DDIM-type), else the next timestep's."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) == len(timesteps) + 1:
+        return tuple(1 / (1 + float(sigmas[j]) ** 2) for j in (i, i + 1))
+    final = getattr(scheduler, "final_alpha_cumprod", None)
+    if final is not None and getattr(scheduler, "num_inference_steps", None):
+        t = int(timesteps[i])
+        prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        abs_ = scheduler.alphas_cumprod
+        return float(abs_[t]), float(abs_[prev] if prev >= 0 else final)
+    return tuple(float(a) for a in _alpha_bars(scheduler, timesteps, i))
+
+
+def _kernel_eta(scheduler, step_kwargs: dict) -> float:
+    """The η of the scheduler's step: its `eta` argument, 1 for the stochastic kernels, else 0."""
+    if type(scheduler).__name__ in KERNEL_SCHEDULERS:
+        return 1.0
+    return float(step_kwargs.get("eta", 0.0))
 
 
 @torch.no_grad()
@@ -122,6 +164,10 @@ def sample(
         eps, info = guide(r, branches, knobs, extra, kappa, (x_in, ab32))
         if hook is not None:
             hook(i, t, branches, eps, info)
+        renoise = info.pop("renoise", None)
+        if renoise is not None:  # CFG++: the ε the scheduler's one-prediction step needs
+            levels_i = _scheduler_levels(scheduler, timesteps, i)
+            eps = renoised(eps, renoise, *levels_i, _kernel_eta(scheduler, step_kwargs))
         latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
         if r.state:  # the toy sampler's update, on the VP x_t and x_t'
             x_next = (

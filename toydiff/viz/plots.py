@@ -394,8 +394,11 @@ def field_spec(
     title: str,
     log_p: np.ndarray | None = None,
     p_neg: np.ndarray | None = None,
+    probe: dict | None = None,
 ) -> dict:
-    """Arrows of each field in `arrows` (name -> (points, vectors)) over a heatmap of `heat_key`.
+    """Arrows of each field in `arrows` (name -> (points, vectors)) over a heatmap of `heat_key`;
+    with `probe` (probe_meta), a click or drag on the plot places the probe (ui/chart.py), whose
+    arrows share the field arrows' scale.
 
     Arrow lengths share one scale (the 90th-percentile arrow spans 0.9 grid cells), capped at 1.6
     cells, so the fields of one figure compare by length. Each field is one SVG path shape, its
@@ -458,7 +461,52 @@ def field_spec(
                 legendgroup=label,
             )
         )
-    return dict(data=data, layout=_layout(lim, title, height=500, shapes=shapes))
+    layout = _layout(lim, title, height=500, shapes=shapes)
+    if probe is not None:  # a drag places the probe: no zoom box on this plot
+        layout.update(meta=dict(probe=dict(probe, scale=float(scale))), dragmode=False)
+    return dict(data=data, layout=layout)
+
+
+# The probe's readout (issue 22): the rule weights and the branch predictions of a column at one
+# point, with p(c | x_t) of every concept. Keys of fields.field.
+PROBE_WEIGHTS = {"lam_neg": "λ⁻", "scale_neg": "γλ⁻", "lam_pos": "λ⁺", "scale_pos": "γλ⁺"}
+PROBE_VECTORS = {
+    "eps_uncond": "ε_∅",
+    "eps_pos": "ε_p",
+    "eps_neg": "ε_n",
+    "eps_weak": "ε_weak",
+    "guided": "ε̂",
+}
+
+
+def probe_rows(values: dict, concepts) -> list[tuple[str, str, np.ndarray]]:
+    """(key, label, (M,) or (M, 2) array) of the readout, from fields.field's output on M points:
+    p(c | x_t) of every concept, the rule's weights, then the predictions (the probe's arrows)."""
+    rows = [(f"p.{c}", f"p({c} | x_t)", values["posteriors"][:, i]) for i, c in enumerate(concepts)]
+    rows += [(k, label, values[k]) for k, label in PROBE_WEIGHTS.items() if k in values]
+    return rows + [(k, label, values[k]) for k, label in PROBE_VECTORS.items() if k in values]
+
+
+def probe_meta(
+    u: np.ndarray, grid: dict, concepts, t: int, at: dict | None = None, point=None
+) -> dict:
+    """layout.meta.probe of a field figure: every readout row on the grid u × u (row-major, y
+    slowest; the browser interpolates it while the probe is dragged) and, once the probe is placed
+    at `point`, the exact values there (`at`: fields.field on that one point)."""
+    exact = {k: np.asarray(v)[0] for k, _, v in probe_rows(at, concepts)} if at else None
+    rows = [
+        dict(
+            key=k,
+            label=label,
+            dim=int(np.ndim(v)),
+            color=FIELD_COLORS.get(k.removeprefix("eps_"), "#000"),
+            grid=_arr(np.nan_to_num(v).ravel()),
+            at=None if exact is None else np.round(np.nan_to_num(exact[k]), 6).tolist(),
+        )
+        for k, label, v in probe_rows(grid, concepts)
+    ]
+    where = None if point is None else [float(point[0]), float(point[1])]
+    return dict(u=_arr(u), rows=rows, t=int(t), point=where)
 
 
 _WEIGHT_PANELS = (  # (key prefix, y axis, domain, title): weights, scales, the push they cause
