@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import plotly
+import pytest
 from PIL import Image
 
 from toydiff.viz import plots
@@ -210,3 +211,39 @@ def test_metrics_line_is_one_short_line_with_the_concepts_names():
     )
     assert line == "off data 99.7% · in C 0.3% · p(A∣x) 0.900"
     assert plots.metrics_line(values, ["leakage_hard"]) == "in n 0.3%"
+
+
+@pytest.mark.parametrize("method", ["fbg", "fbg_oracle"])
+def test_fbg_weights_view_draws_the_exact_ratios_lambda_beside_the_one_it_used(method):
+    """FBG's panel (issue 21, item 1) draws the λ⁺ it used and, dotted on the same axis, the λ of
+    the exact r = p_t(x | c)/p_t(x) at the same x_t, here by Bayes from the exact posterior:
+    log r = log p(c | x_t) − log p(c), λ = r/(r − (1 − π)) with log r ≥ log((1−π)λ_max/(λ_max−1))."""
+    import toydiff
+    from toydiff import exact
+    from ui import compute
+
+    scene = toydiff.Scene.from_dict(
+        {"preset": "three_blobs", "positive": "A", "method": method, "steps": 20, "n": 200}
+    )
+    run = compute.simulate(scene.to_json())
+    result, _ = toydiff.run(scene)  # the same seed: the same trajectories
+    mix, knobs = scene.build_mixture(), scene.knobs()
+    prior = float(np.sum(mix.weights / mix.weights.sum() * mix.membership[0]))  # p(A) = 1/3
+    levels = scene.sampler_config().levels()[:-1]
+    post = [np.asarray(exact.posterior(mix, x, a, "A")) for x, a in zip(result.traj[:-1], levels)]
+    floor = np.log((1 - knobs["pi"]) * knobs["lam_max"] / (knobs["lam_max"] - 1))
+    r = np.exp(np.maximum(np.log(np.asarray(post, np.float64)) - np.log(prior), floor))
+    lam = r / (r - (1 - knobs["pi"]))  # (steps, N)
+    spec = plots.weights_spec(run["step_ts"], run["stats"], "t")
+    drawn = {d["name"]: d for d in spec["data"] if "name" in d}
+    exact_line, used_line = (drawn[plots.WEIGHT_LABELS[k]] for k in ("lam_exact", "lam_pos"))
+    assert exact_line["line"]["dash"] == "dot" and exact_line["yaxis"] == used_line["yaxis"] == "y"
+    np.testing.assert_allclose(_decode(exact_line["y"]), lam.mean(1), rtol=2e-4)
+    used = np.asarray(result.info["lam_pos"], np.float64)
+    np.testing.assert_allclose(_decode(used_line["y"]), used.mean(1), rtol=2e-4)
+    gap = np.abs(used - lam).mean()
+    if method == "fbg_oracle":  # the oracle's λ is the exact one
+        assert gap < 1e-3, gap
+    else:  # the tracked λ starts at r = 1 (log r = 0) and follows the evidence, not the truth
+        np.testing.assert_allclose(used[0], 1 / knobs["pi"], rtol=1e-5)
+        assert gap > 1e-2, gap

@@ -154,14 +154,19 @@ def fbg_floor(pi, lam_max, like: Array) -> Array:
     return array_namespace(like).log((1 - pi) * lam_max / (lam_max - 1) + 0 * like)
 
 
+def fbg_lam(log_r: Array, pi, lam_max) -> Array:
+    """(B,) FBG's weight λ = r/(r − (1 − π)), log r floored by `fbg_floor` so that λ ≤ λ_max."""
+    xp = array_namespace(log_r)
+    r = xp.exp(xp.maximum(log_r, fbg_floor(pi, lam_max, log_r)))
+    return r / (r - (1 - pi))
+
+
 def fbg(eps_uncond: Array, eps_pos: Array, *, pi, lam_max, log_r) -> tuple[Array, dict]:
     """Feedback guidance (Koulischer et al., NeurIPS 2025; MATH §3.2): ε̂ = ε_∅ + λ(ε_c − ε_∅),
     λ = r/(r − (1 − π)), r = p_t(x | c)/p_t(x) tracked or exact, log r clamped from below so that
     λ ≤ λ_max. With the exact r it is the score of the de-mixed target ∝ p_t(x | c) − (1 − π)p_t(x)
     where that is positive."""
-    xp = array_namespace(eps_uncond, eps_pos)
-    r = xp.exp(xp.maximum(log_r, fbg_floor(pi, lam_max, log_r)))
-    lam = r / (r - (1 - pi))
+    lam = fbg_lam(log_r, pi, lam_max)
     return eps_uncond + _per_sample(lam, eps_pos) * (eps_pos - eps_uncond), _info(
         lam_pos=lam, scale_pos=lam, log_r=log_r
     )

@@ -366,6 +366,16 @@ def exact_p_neg(scene: Scene, mix: Mixture, result: sampler.Result) -> np.ndarra
     return np.asarray(post(jnp.nan_to_num(result.traj[:-1]), jnp.asarray(ab)))
 
 
+def exact_fbg_lam(scene: Scene, mix: Mixture, result: sampler.Result) -> np.ndarray:
+    """(steps, N) FBG's λ of the exact r = p_t(x | c)/p_t(x) (positive concept c) at the x_t of
+    each step of the run: what the tracked rule's λ follows along the chain."""
+    ab = scene.sampler_config().levels()[:-1]
+    pos, knobs = mix.concept_index(scene.positive), scene.knobs()
+    log_r = jax.vmap(lambda x, a: exact.log_prob(mix, x, a, pos) - exact.log_prob(mix, x, a))
+    exact_r = log_r(jnp.nan_to_num(result.traj[:-1]), jnp.asarray(ab))
+    return np.asarray(guidance.fbg_lam(exact_r, knobs["pi"], knobs["lam_max"]))
+
+
 def run(scene: Scene, den: denoisers.Denoiser | None = None) -> tuple[sampler.Result, dict]:
     """Samples the scene and evaluates its metrics: (Result, metrics dict).
 

@@ -26,7 +26,16 @@ MAX_FRAMES = 101  # animation frames sent to the browser (100 steps: every state
 FIELD_RES = 41  # heatmap grid; arrows on every other point (21 × 21)
 BG_RES = 120
 SCORE_LABELS = {"exact": "exact oracle", "learned": "learned net", "weak": "weak net"}
-WEIGHT_KEYS = ("lam_neg", "p_neg", "p_exact", "scale_neg", "lam_pos", "scale_pos", "push_neg")
+WEIGHT_KEYS = (
+    "lam_neg",
+    "p_neg",
+    "p_exact",
+    "scale_neg",
+    "lam_pos",
+    "lam_exact",
+    "scale_pos",
+    "push_neg",
+)
 # Memory bounds per server process (all sessions together); README "Deployment" lists them.
 CACHE_ENTRIES = int(
     os.environ.get("TOYDIFF_CACHE_ENTRIES", "48")
@@ -156,6 +165,8 @@ def simulate(scene_json: str, net: str | None = None) -> dict:
     info = dict(result.info)
     if "p_neg" in info:  # the posterior the rule used beside the exact one at the same x_t
         info["p_exact"] = scene_mod.exact_p_neg(scene, mix, result)
+    if "log_r" in info:  # FBG: the λ it used beside the λ of the exact ratio r at the same x_t
+        info["lam_exact"] = scene_mod.exact_fbg_lam(scene, mix, result)
     stats = {}
     for key in WEIGHT_KEYS:
         if key in info:

@@ -50,6 +50,7 @@ WEIGHT_COLORS = {
     "scale_pos": "#74c476",
     "p_neg": "#cb181d",
     "p_exact": "#252525",
+    "lam_exact": "#252525",
     "push_neg": "#8c2d04",
 }
 WEIGHT_LABELS = {
@@ -59,8 +60,10 @@ WEIGHT_LABELS = {
     "scale_pos": "γλ⁺",
     "p_neg": "p(n | x_t) the rule used",
     "p_exact": "exact p(n | x_t) at the same x_t",
+    "lam_exact": "λ⁺ of the exact r = p_t(x | c)/p_t(x) at the same x_t",
     "push_neg": "push of the negative term |b_t|·γλ⁻‖Δ_n‖",
 }
+EXACT_KEYS = ("p_exact", "lam_exact")  # the exact counterparts of tracked weights: dotted
 HEAT_LABELS = {"scale_neg": "γλ⁻", "lam_neg": "λ⁻", "p_neg": "p(n|x_t)", "log_p": "log p_t(x)"}
 NEG_SHADE = "rgba(227,74,51,0.13)"
 DENSITY_SCALE = [[0, "rgba(255,255,255,0)"], [1, "rgba(90,90,90,0.55)"]]
@@ -550,7 +553,7 @@ def weights_spec(ts: np.ndarray, stats: dict, title: str) -> dict:
                 mode="lines",
                 **axes,
                 name=WEIGHT_LABELS.get(key, key),
-                line=dict(color=color, width=2, dash="dot" if key == "p_exact" else "solid"),
+                line=dict(color=color, width=2, dash="dot" if key in EXACT_KEYS else "solid"),
             )
         )
     x = _axis(autorange="reversed")
