@@ -51,6 +51,7 @@ from ui.compute import (  # noqa: E402
     error_at,
     field_at,
     probe_at,
+    scrub_at,
     load_mixture,
     metrics_of,
     mix_key,
@@ -740,7 +741,8 @@ def field_view(scenes: dict, net: str | None = None):
         make = lambda side=side, at=at: field_fig(
             scenes[side], maps[side], heat, zmax, shown, t, (at, point)
         )
-        draw(col, "field", side, scenes[side], net, make, t, heat, zmax, shown, point, probe=True)
+        on = {"probe": functools.partial(_probe_released, f"field.{side}")}
+        draw(col, "field", side, scenes[side], net, make, t, heat, zmax, shown, point, on=on)
     st.caption(
         "Arrow length ∝ magnitude (one scale per panel, long arrows capped). The dotted red line "
         "is p(n | x_t) = ½ at this t; grey lines are the noisy density p_t(x). Press or drag on "
@@ -823,7 +825,7 @@ def _every_other(f: dict) -> dict:
 
 def _probe_released(key: str):
     """The probe was let go on chart `key`: both columns' fields show it (a rerun of the view)."""
-    point = chart.probe_of(key)
+    point = chart.value_of(key, "probe")
     if point is not None:
         st.session_state["probe"] = [round(float(point[0]), 3), round(float(point[1]), 3)]
 
@@ -845,31 +847,54 @@ def weights_view(scenes: dict, runs: dict, net: str | None):
     )
 
 
+SCRUB_KNOBS = ("gamma", "tau")  # the knobs a column's outcome view scrubs, where its rule has them
 def outcome_view(scenes: dict, runs: dict, net: str | None):
     st.subheader("Outcome against the ideal target")
     for side, col in columns_for(scenes).items():
         scene, run = scenes[side], runs[side]
+        params = guidance.rule(scene.method).all_params
+        grids = {k: state.scrub_values(params[k]) for k in SCRUB_KNOBS if k in params}
 
-        def figure(scene=scene, run=run):
+        def figure(scene=scene, run=run, grids=grids):
             bg = background(mix_key(scene), scene.positive, scene.negative)
+            scrub = [
+                plots.scrub_meta(
+                    k,
+                    SYMBOLS.get(k, k),
+                    values,
+                    getattr(scene, k),
+                    **scrub_at(run_key(scene.replace(**{k: values[0]})), net, k, values),
+                )
+                for k, values in grids.items()
+            ]
             return plots.outcome_spec(
-                bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene)
+                bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene),
+                scrub,
             )
 
-        draw(col, "outcome", side, scene, net, figure)
-    st.caption("Blue shade: the ideal target density p(x | positive, ¬negative) at t = 0.")
+        on = {"scrub": functools.partial(_scrub_released, f"outcome.{side}", side, scene.method)}
+        draw(col, "outcome", side, scene, net, figure, on=on)
+    st.caption(
+        "Blue shade: the ideal target density p(x | positive, ¬negative) at t = 0. Drag γ (or τ) "
+        "under a plot: its samples move between runs at neighbouring values, sampled together "
+        "beforehand; let go and the column runs at that value."
+    )
 
 
-def draw(
-    col, view: str, side: str, scene: Scene, net: str | None, make, *settings, probe=False
-):
+def _scrub_released(key: str, side: str, method: str):
+    """A scrub slider was let go: the column's knob takes its value (the exact run follows)."""
+    report = chart.value_of(key, "scrub")
+    if report and report.get("knob") in SCRUB_KNOBS:
+        st.session_state[f"{side}.{method}.{report['knob']}"] = float(report["value"])
+
+
+def draw(col, view: str, side: str, scene: Scene, net: str | None, make, *settings, on=None):
     """One column's view in `col` (chart key "view.side"). `make()` builds the figure only on a
     miss of the figure cache shared by all sessions (ui/chart.py), keyed by what determines it:
-    the view, the sampler run (scene without t, net) and the view's own settings. probe: the
-    chart reports where the user lets go of the probe."""
-    key, chart_key = json.dumps([view, run_key(scene), net, *settings]), f"{view}.{side}"
-    on_probe = functools.partial(_probe_released, chart_key) if probe else None
-    chart.show(make, chart_key, plots.CONFIG, col, cache_key=key, on_probe=on_probe)
+    the view, the sampler run (scene without t, net) and the view's own settings. on: the
+    chart's reports from the browser (chart.show)."""
+    key = json.dumps([view, run_key(scene), net, *settings])
+    chart.show(make, f"{view}.{side}", plots.CONFIG, col, cache_key=key, on=on)
 
 
 if __name__ == "__main__":  # the sidebar names each page for what it shows

@@ -41,6 +41,18 @@ def grid_of(method: str, gammas=GAMMAS, taus=TAUS) -> list[dict]:
     ]
 
 
+def sample_grid(scene: Scene, den, mix, settings: list[dict]) -> np.ndarray:
+    """(G, N, 2) final samples of the scene with each setting's knobs (overrides of the scene's,
+    e.g. {"gamma": 2.0}), in one vmapped call (sampler.sample_sweep): the same initial noise and
+    seed for every setting, as sampler.sample of each."""
+    knobs = [scene.replace(**s).knobs() for s in settings]
+    stacked = {k: jnp.asarray([kn[k] for kn in knobs], jnp.float32) for k in knobs[0]}
+    key = jax.random.key(scene.seed)
+    return np.asarray(
+        sampler.sample_sweep(scene.sampler_config(), den, key, scene.cond(mix), stacked).x0
+    )
+
+
 def run_sweep(scene: Scene, methods=None, gammas=GAMMAS, taus=TAUS, progress=None) -> list[dict]:
     """Rows of COLUMNS: each method's settings sampled in one vmapped call, then exact metrics.
 
@@ -54,14 +66,7 @@ def run_sweep(scene: Scene, methods=None, gammas=GAMMAS, taus=TAUS, progress=Non
     total, done, rows = sum(len(s) + 1 for s in settings.values()), 0, []
     for method in methods:
         base = scene.replace(method=method)
-        den = denoiser(base, mix)
-        knobs = [base.replace(**s).knobs() for s in settings[method]]
-        stacked = {k: jnp.asarray([kn[k] for kn in knobs], jnp.float32) for k in knobs[0]}
-        x0 = np.asarray(
-            sampler.sample_sweep(
-                base.sampler_config(), den, jax.random.key(scene.seed), base.cond(mix), stacked
-            ).x0
-        )  # (G, N, 2)
+        x0 = sample_grid(base, denoiser(base, mix), mix, settings[method])  # (G, N, 2)
         done += 1
         progress and progress(done, total)
         for s, x in zip(settings[method], x0):

@@ -72,7 +72,12 @@ function drawNext() {
     const anim = liftAnimation(fig);
     plotly()
       .then(P => P.react(gd, fig))
-      .then(() => { animationBar(gd, anim); probeSetup(gd, (fig.layout.meta || {}).probe); })
+      .then(() => {
+        const meta = fig.layout.meta || {};
+        animationBar(gd, anim);
+        probeSetup(gd, meta.probe);
+        scrubSetup(gd, meta.scrub);
+      })
       .catch(e => { gd.textContent = 'figure failed: ' + e.message; });
   }
   requestAnimationFrame(() => setTimeout(drawNext));  // after this frame is painted
@@ -180,10 +185,10 @@ function animationBar(gd, anim) {
 // the grid the figure brought, and its arrows follow; on release the point goes to the server
 // (component state 'probe'), whose rerun brings the exact values there (meta.probe.at).
 const probePlots = new Set();
-function decode(arr) {  // a Plotly typed array {dtype, bdata} (plots._arr) as a Float32Array
+function decode(arr) {  // a Plotly typed array {dtype: 'f4' | 'u1', bdata} (plots._arr)
   const bin = atob(arr.bdata), bytes = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return new Float32Array(bytes.buffer);
+  return arr.dtype === 'u1' ? bytes : new Float32Array(bytes.buffer);
 }
 function probeSetup(gd, probe) {
   if (!probe) {
@@ -278,6 +283,64 @@ function probeShow(gd, point, exact) {  // exact: the rows' values at point, els
   notes.push({x, y, xref: 'x', yref: 'y', text: '✛', showarrow: false, font: {size: 18, color: '#000'}});
   Plotly.relayout(gd, {annotations: notes});
 }
+// The scrub (layout.meta.scrub, plots.scrub_meta): a slider per knob under an outcome plot.
+// Dragging it moves the samples (trace 0) between the final samples at the neighbouring grid
+// values, in the browser; on release the value goes to the server (component state 'scrub'),
+// whose rerun draws the exact run at that value.
+function scrubSetup(gd, scrub) {
+  if (gd._toydiffScrub) gd._toydiffScrub.remove();
+  gd._toydiffScrub = null;
+  if (!scrub || !scrub.length) return;
+  const bar = gd._toydiffScrub = document.createElement('div');
+  bar.className = 'toydiff-scrub';
+  bar.style.cssText = 'margin:-4px 15px 6px 45px;font:13px sans-serif;color:#444';
+  (gd._toydiffBar || gd).after(bar);
+  for (const s of scrub) {
+    const xy = decode(s.xy), codes = decode(s.codes), v = s.values, g = v.length;
+    const n = codes.length / g;
+    const row = document.createElement('label');
+    row.style.cssText = 'display:flex;align-items:center;gap:8px';
+    const range = Object.assign(document.createElement('input'), {type: 'range', min: 0, max: g - 1, step: 'any'});
+    range.dataset.knob = s.knob;
+    range.style.cssText = 'flex:1';
+    const out = document.createElement('output');
+    out.style.cssText = 'min-width:5em;text-align:right';
+    const valueAt = pos => {
+      const i = Math.min(Math.floor(pos), g - 2), a = pos - i;
+      return v[i] + a * (v[i + 1] - v[i]);
+    };
+    let k = 0;  // the current value's position among the grid values
+    while (k < g - 2 && v[k + 1] < s.current) k++;
+    range.value = Math.min(Math.max(k + (s.current - v[k]) / (v[k + 1] - v[k]), 0), g - 1);
+    const show = pos => { out.textContent = `${s.label} = ${+valueAt(pos).toPrecision(3)}`; };
+    let frame = 0, shown = -1;  // the grid value whose outcome colours are drawn
+    const paint = () => {
+      frame = 0;
+      const pos = +range.value, i = Math.min(Math.floor(pos), g - 2), a = pos - i;
+      const x = new Float32Array(n), y = new Float32Array(n), p = i * n * 2, q = p + n * 2;
+      for (let j = 0; j < n; j++) {
+        x[j] = (1 - a) * xy[p + 2 * j] + a * xy[q + 2 * j];
+        y[j] = (1 - a) * xy[p + 2 * j + 1] + a * xy[q + 2 * j + 1];
+      }
+      const near = Math.round(pos), update = {x: [x], y: [y]};
+      if (near !== shown) {  // colours change only at the midpoints: fewer colour recalculations
+        update['marker.color'] = [codes.subarray(near * n, (near + 1) * n)];
+        shown = near;
+      }
+      Plotly.restyle(gd, update, [0]);
+      gd._scrubFrames = (gd._scrubFrames || 0) + 1;
+      show(pos);
+    };
+    range.oninput = () => { if (!frame) frame = requestAnimationFrame(paint); };
+    range.onchange = () => {
+      const value = +valueAt(+range.value).toPrecision(3);
+      if (gd._toydiffSend) gd._toydiffSend('scrub', {knob: s.knob, value});
+    };
+    row.append(`drag ${s.label}`, range, out);
+    bar.append(row);
+    show(+range.value);
+  }
+}
 function drawSoon(gd, fig) {
   waiting.set(gd, fig);  // a newer figure for a waiting chart keeps its place in the queue
   if (!drawing) { drawing = true; drawNext(); }
@@ -361,7 +424,7 @@ def show(
     config: dict | None = None,
     container=None,
     cache_key: str | None = None,
-    on_probe=None,
+    on: dict | None = None,
 ):
     """Draws a plotly Figure (or figure dict) in `container` (default: the current one), updated
     in place when the same key is drawn again with another figure. With `cache_key`, `fig` is a
@@ -369,8 +432,10 @@ def show(
     (a γ move of one column then rebuilds only that column's figures). Without static file
     serving (`streamlit run` started outside the repository, so .streamlit/config.toml was not
     read) this falls back to st.plotly_chart: slower updates, same figures, no probe.
-    on_probe: called when the user releases the probe (a figure with layout.meta.probe); the
-    point is then `probe_of(key)`."""
+    on: {state name: callback} for the browser's reports: 'probe' (a figure with
+    layout.meta.probe: the point where the user let go of the probe) and 'scrub' (one with
+    layout.meta.scrub: {knob, value} where the user let go of a scrub slider); read the value
+    with `value_of(key, name)` in the callback."""
     if not st.get_option("server.enableStaticServing"):
         figure = fig() if cache_key is not None else fig
         (container or st).plotly_chart(figure, theme=None, config=config, key=key)
@@ -379,12 +444,13 @@ def show(
         data = payload(fig, config)
     else:
         data = _cached_payload(cache_key, json.dumps(config, sort_keys=True), fig, config)
-    probe = {} if on_probe is None else dict(default={"probe": None}, on_probe_change=on_probe)
+    on = on or {}
+    events = {f"on_{name}_change": callback for name, callback in on.items()}
     with container if container is not None else contextlib.nullcontext():
-        _component(data=data, key=key, **probe)
+        _component(data=data, key=key, default=dict.fromkeys(on) or None, **events)
 
 
-def probe_of(key: str) -> list[float] | None:
-    """The [x, y] where the user released the probe on the chart `key` (None: not yet)."""
+def value_of(key: str, name: str):
+    """The last value the chart `key` reported under `name` (None: none yet)."""
     value = st.session_state.get(key)
-    return None if value is None else value.get("probe")
+    return None if value is None else value.get(name)

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 import toydiff
-from toydiff import denoisers, exact, fields, metrics, mixtures, sampler, schedule
+from toydiff import denoisers, exact, fields, metrics, mixtures, sampler, schedule, sweep
 from toydiff import scene as scene_mod
 from toydiff.metrics import outcomes, preset_threshold
 from toydiff.scene import Scene
@@ -237,6 +237,18 @@ def field_at(scene_json: str, t: int, net: str | None = None) -> dict:
     """fields.field of the scene on the FIELD_RES grid at timestep t, as numpy."""
     lim = fields.extent(mixture_of(Scene.from_json(scene_json)))
     return _field(scene_json, t, net, fields.grid(lim, FIELD_RES))
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, ttl=CACHE_TTL, show_spinner=False)
+def scrub_at(scene_json: str, net: str | None, knob: str, values: tuple[float, ...]) -> dict:
+    """The scrub of one knob (issue 22): the scene's final samples at each of `values`
+    (sweep.sample_grid: one vmapped call) and their outcome labels, as numpy (G, N, 2), (G, N)."""
+    scene = Scene.from_json(scene_json)
+    mix = mixture_of(scene)
+    den, _ = scene_denoiser(scene, net)
+    x0 = sweep.sample_grid(scene, den, mix, [{knob: v} for v in values])
+    labels = np.stack([outcomes(mix, x, scene.negative, threshold_of(scene)) for x in x0])
+    return dict(x0=np.clip(x0, -1e4, 1e4), labels=labels)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -181,3 +181,12 @@ def log_values(lo: float, hi: float, default: float) -> list[float]:
         + ([0.0] if lo == 0 else [])
     )
     return sorted(set(values))
+
+
+def scrub_values(param, count: int = 17) -> tuple[float, ...]:
+    """The γ (τ) scrub's grid for a rule parameter (guidance.Param): the slider's round values
+    (log_values), thinned to at most `count`, the range's ends kept. It does not depend on the
+    current value: a γ release does not resample γ's grid."""
+    values = log_values(param.lo, param.hi, param.default)
+    step = -(-len(values) // count)
+    return tuple(values[::step] + ([values[-1]] if (len(values) - 1) % step else []))

@@ -239,14 +239,19 @@ def _legend(labels: np.ndarray) -> list:
     ]
 
 
+def _codes(labels: np.ndarray) -> np.ndarray:
+    """Outcome labels (any shape) as codes 0, 1, 2: their index in OUTCOME_COLORS."""
+    codes = np.zeros(np.shape(labels), np.uint8)
+    for i, name in enumerate(OUTCOME_COLORS):
+        codes[labels == name] = i
+    return codes
+
+
 def _point_colors(labels: np.ndarray) -> dict:
     """Marker colour of each outcome label as codes 0, 1, 2 on a discrete scale (no per-point strings)."""
-    names = list(OUTCOME_COLORS)
-    codes = np.zeros(len(labels), np.uint8)
-    for i, name in enumerate(names):
-        codes[labels == name] = i
-    scale = [[i / (len(names) - 1), c] for i, c in enumerate(OUTCOME_COLORS.values())]
-    return dict(color=_arr(codes, np.uint8), colorscale=scale, cmin=0, cmax=len(names) - 1)
+    n = len(OUTCOME_COLORS)
+    scale = [[i / (n - 1), c] for i, c in enumerate(OUTCOME_COLORS.values())]
+    return dict(color=_arr(_codes(labels), np.uint8), colorscale=scale, cmin=0, cmax=n - 1)
 
 
 def _points(xy: np.ndarray, labels: np.ndarray) -> dict:
@@ -642,13 +647,32 @@ def outcome_spec(
     labels: np.ndarray,
     lim: float,
     title: str,
+    scrub: list[dict] | None = None,
 ) -> dict:
-    """Final samples, coloured by outcome, over the ideal target density p(x | p, ¬n)."""
+    """Final samples, coloured by outcome, over the ideal target density p(x | p, ¬n); with
+    `scrub` (scrub_meta of each knob), a slider per knob under the plot moves them (ui/chart.py)."""
     target = _raster(
         u, [(_peak_one(log_p_target), [[0, "rgba(255,255,255,0)"], [1, "rgba(43,140,190,0.5)"]])]
     )
     layout = _layout(lim, title, images=[target])
+    if scrub:
+        layout["meta"] = dict(scrub=scrub)
     return dict(data=[_points(x0, labels), *_legend(labels)], layout=layout)
+
+
+def scrub_meta(knob: str, label: str, values, current: float, x0: np.ndarray, labels) -> dict:
+    """One knob's scrub (issue 22), an entry of an outcome figure's layout.meta.scrub: the final
+    samples (G, N, 2) and their outcome codes (G, N) at each grid value; while the knob is
+    dragged the browser interpolates the samples between neighbouring values, and on release
+    the exact run at the chosen value replaces them."""
+    return dict(
+        knob=knob,
+        label=label,
+        values=[float(v) for v in values],
+        current=float(current),
+        xy=_arr(np.asarray(x0, np.float32).ravel()),
+        codes=_arr(_codes(np.asarray(labels)).ravel(), np.uint8),
+    )
 
 
 trajectory_figure = _figure_of(trajectory_spec)
