@@ -641,3 +641,40 @@ def test_presentation_fits_one_screen_and_arrow_keys_step_the_scenes(browser, ap
         assert page.locator(EXCEPTION).count() == 0
     finally:
         page.close()
+
+
+# ------------------------------------------------------------------------- issue 21's rules, linked
+NEW_RULES = ("fbg", "sld", "fbg_oracle", "apg", "cfg_pp", "cfg_zero_star", "tcfg")
+_NAMES = list(NEW_RULES) + ["ncfg"] * (len(NEW_RULES) % 2)
+NEW_PAIRS = list(zip(_NAMES[::2], _NAMES[1::2], strict=True))  # (left, right) per link
+DRAWN_JS = """n => [...document.querySelectorAll('.js-plotly-plot')].slice(0, 2).map(gd => [
+  gd.querySelector('.gtitle').textContent,
+  gd._fullData.filter(t => t.x && t.x.length === n).length])"""
+
+
+@pytest.mark.parametrize(  # ≈ 20 s a link (a compile per new rule): the first in the default run
+    "left,right",
+    [NEW_PAIRS[0], *(pytest.param(*p, marks=pytest.mark.slow) for p in NEW_PAIRS[1:])],
+)
+def test_every_new_rule_renders_from_a_link(page, app_url, left, right):
+    """Issue 21's rules, two per link (left | right), on three_blobs with positive A and negative C:
+    no exception element, and each column's trajectory plot drawn, titled by its rule's label,
+    with a trace of all n samples."""
+    from toydiff import RULES, Scene
+
+    n = 64
+    pair = {
+        side: Scene.from_dict(
+            {"preset": "three_blobs", "positive": "A", "negative": "C", "method": method}
+            | {"n": n, "steps": 10}
+        )
+        for side, method in zip(scenes.SIDES, (left, right), strict=True)
+    }
+    query = urllib.parse.urlencode(scenes.encode_query(pair), quote_via=urllib.parse.quote)
+    _goto(page, f"{app_url}/?{query}")
+    assert page.locator(EXCEPTION).count() == 0
+    page.wait_for_function(f"({DRAWN_JS})({n}).every(([, k]) => k > 0)", timeout=120_000)
+    drawn = page.evaluate(DRAWN_JS, n)
+    for (title, traces), method in zip(drawn, (left, right), strict=True):
+        assert RULES[method].label in title and traces >= 1, (method, title, traces)
+    assert page.locator(EXCEPTION).count() == 0
