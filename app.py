@@ -296,14 +296,14 @@ def common_ui() -> dict:
         "positive concept (optional)",
         concepts,
         key=f"positive.{data}",
-        **state.widget_kwargs(f"positive.{data}", index=index(info.positive)),
+        **state.widget_kwargs(f"positive.{data}", concepts, index=index(info.positive)),
         help="Concept to steer towards (CFG-style term); rules such as CFG, Perp-Neg and ICG need one.",
     )
     negative = sb.selectbox(
         "negative concept",
         concepts,
         key=f"negative.{data}",
-        **state.widget_kwargs(f"negative.{data}", index=index(info.negative)),
+        **state.widget_kwargs(f"negative.{data}", concepts, index=index(info.negative)),
         help="Concept to steer away from; its region is shaded red.",
     )
     sb.header("Model and sampler")
@@ -449,7 +449,9 @@ def rule_ui(side: str, box) -> dict:
         names,
         key=f"{side}.method",
         format_func=lambda r: guidance.RULES[r].label,
-        **state.widget_kwargs(f"{side}.method", index=names.index(SIDES[side]["method"])),
+        **state.widget_kwargs(
+            f"{side}.method", names, index=names.index(SIDES[side]["method"])
+        ),
         help=rule_help(st.session_state.get(f"{side}.method", SIDES[side]["method"])),
     )
     rule = guidance.rule(method)
@@ -485,7 +487,7 @@ def schedule_ui(side: str, sb) -> dict:
         "weight schedule g(t) on γ",
         guidance.WEIGHT_SCHEDULES,
         key=key,
-        **state.widget_kwargs(key, index=0),
+        **state.widget_kwargs(key, guidance.WEIGHT_SCHEDULES, index=0),
         help="γ·g(t) at each step: constant; linear up 2(1 − t/T) or down 2t/T; triangle "
         "2(1 − |2t/T − 1|) (TV-CFG), each averaging γ over t; window: γ until the switch, then "
         "g_late·γ (0: no guidance late, < 0: pulled towards the concept). Drawn in the weights "
@@ -528,7 +530,7 @@ def param_ui(box, key: str, name: str, param: guidance.Param, default: float) ->
             label,
             param.choices,
             key=key,
-            **state.widget_kwargs(key, index=param.choices.index(default)),
+            **state.widget_kwargs(key, param.choices, index=param.choices.index(default)),
             help=param.help,
         )
     current = float(
@@ -843,7 +845,8 @@ def weights_view(scenes: dict, runs: dict, net: str | None):
         "drops once a sample no longer resembles the negative concept, and rises again in the "
         "last steps, where Δ_n carries √(1−ᾱ_t) → 0: the bottom panel, the push |b_t|·γλ⁻‖Δ_n‖ "
         "that the negative term gives x_t in each step, shows how much that late weight moves "
-        "the samples. DNG's panel draws the posterior it used beside the exact one (dotted)."
+        "the samples. DNG's and FBG's panels draw what they tracked (DNG: the posterior, FBG: λ⁺) "
+        "beside its exact value at the same x_t (dotted)."
     )
 
 

@@ -4,7 +4,8 @@ Measures: cold start (empty JAX cache) and warm start (filled cache, median of 3
 and to the whole page; slider → updated trajectory figure and → every view updated, for γ (left)
 and τ (right) (medians over 20 keyboard moves; the first visit of a value samples, a revisit hits
 st.cache_data); the field's t slider → updated field (fragment rerun); animation frames per second
-at 2000 points × 100 frames (100 steps).
+at 2000 points × 100 frames (100 steps); the probe's readout updates per second while it is
+dragged, the γ scrub's sample updates per second, and a scrub release to the first scrub after it.
 
 Run: .venv/bin/python benchmarks/app_latency.py
 Side by side with another commit (the machine is shared and noisy: compare within one run):
@@ -90,7 +91,7 @@ def moves(page, slider_text: str, first: int, last: int, keys: list[str]):
     """ms from each key press on the slider to chart `first`'s new title being drawn, and to
     chart `last`'s (the page's last view to update) with the run finished."""
     slider = (
-        page.locator("[data-testid='stSlider']")
+        page.locator("[data-testid='stSlider']:visible")
         .filter(has_text=slider_text)
         .first.get_by_role("slider")
     )
@@ -111,6 +112,86 @@ def moves(page, slider_text: str, first: int, last: int, keys: list[str]):
         to_all.append(1000 * (time.perf_counter() - t0))
     wait_idle(page)
     return to_first, to_all
+
+
+def open_popover(page, side: str, slider_text: str):
+    """Opens a column's rule popover, where its γ and τ sliders are (Escape closes it)."""
+    page.get_by_role("button", name=f"⚙ {side} column").click()
+    slider = page.locator("[data-testid='stSlider']:visible").filter(has_text=slider_text)
+    slider.first.wait_for(state="visible", timeout=30_000)
+
+
+PROBE_DRAG = """async ([moves]) => {
+  const box = document.querySelectorAll('.toydiff-probe')[0];
+  let updates = 0;
+  const seen = new MutationObserver(() => { updates += 1; });
+  seen.observe(box, {childList: true, characterData: true, subtree: true});
+  const gd = document.querySelectorAll('.js-plotly-plot')[2];
+  const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+  const at = (f, type) => gd.dispatchEvent(new PointerEvent(type, {bubbles: true, button: 0,
+    clientX: r.left + (0.2 + 0.6 * f) * r.width, clientY: r.top + (0.3 + 0.4 * f) * r.height}));
+  const frame = () => new Promise(ok => requestAnimationFrame(ok));
+  at(0, 'pointerdown');
+  const t0 = performance.now();
+  for (let i = 1; i <= moves; i++) {  // one pointer move per frame, as a mouse drag sends
+    window.dispatchEvent(new PointerEvent('pointermove', {clientX: r.left + (0.2 + 0.6 * i / moves) * r.width,
+      clientY: r.top + (0.3 + 0.4 * i / moves) * r.height}));
+    await frame();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  seen.disconnect();
+  window.dispatchEvent(new PointerEvent('pointerup', {}));
+  return updates / seconds;
+}"""
+SCRUB_DRAG = """async ([ticks]) => {
+  const range = document.querySelectorAll('.toydiff-scrub input[data-knob=gamma]')[0];
+  const gd = document.querySelectorAll('.js-plotly-plot')[6];
+  gd._scrubFrames = 0;
+  const frame = () => new Promise(ok => requestAnimationFrame(ok));
+  const lo = +range.value, t0 = performance.now();
+  for (let i = 1; i <= ticks; i++) {
+    range.value = lo + 0.05 * i;
+    range.dispatchEvent(new Event('input'));
+    await frame();
+  }
+  await frame();
+  return gd._scrubFrames / ((performance.now() - t0) / 1000);
+}"""
+SCRUB_RELEASE = """([index]) => {
+  const range = document.querySelectorAll('.toydiff-scrub input[data-knob=gamma]')[0];
+  window.__oldScrub = range;
+  range.value = index;
+  range.dispatchEvent(new Event('input'));
+  range.dispatchEvent(new Event('change'));
+}"""
+SCRUB_READY = """() => {  // a new scrub slider (the rerun's figure) that moves the samples
+  const range = document.querySelectorAll('.toydiff-scrub input[data-knob=gamma]')[0];
+  if (!range || range === window.__oldScrub || !range.isConnected) return false;
+  const gd = document.querySelectorAll('.js-plotly-plot')[6];
+  if (window.__scrubbed !== range) {
+    window.__scrubbed = range;
+    gd._scrubFrames = 0;
+    range.value = +range.value + 0.3;
+    range.dispatchEvent(new Event('input'));
+  }
+  return gd._scrubFrames > 0;
+}"""
+
+
+def probe_and_scrub(page) -> tuple[list[float], list[float], list[float]]:
+    """Probe readout updates per second while dragging (3 drags), γ-scrub sample updates per
+    second (3 drags), and s from a γ scrub release to the first scrub of the new figure (5)."""
+    probe = [page.evaluate(PROBE_DRAG, [60]) for _ in range(3)]
+    wait_idle(page)
+    scrub = [page.evaluate(SCRUB_DRAG, [60]) for _ in range(3)]
+    release = []
+    for index in (3, 5, 7, 9, 11):
+        wait_idle(page)
+        t0 = time.perf_counter()
+        page.evaluate(SCRUB_RELEASE, [index])
+        page.wait_for_function(SCRUB_READY, timeout=60_000, polling="raf")
+        release.append(time.perf_counter() - t0)
+    return probe, scrub, release
 
 
 def fps_of(page) -> list[float]:
@@ -140,9 +221,15 @@ def measure(
         page.goto(url)
         wait_idle(page)
         page.wait_for_function(f"{CHARTS}.length >= 8", timeout=120_000)
+        open_popover(page, "left", "γ (gamma)")
         gamma = moves(page, "γ (gamma)", 0, 6, ["ArrowRight"] * 10 + ["ArrowLeft"] * 10)
+        page.keyboard.press("Escape")
+        open_popover(page, "right", "τ (tau)")
         tau = moves(page, "τ (tau)", 1, 7, ["ArrowLeft"] * 10 + ["ArrowRight"] * 10)
+        page.keyboard.press("Escape")
         t = moves(page, "timestep t", 2, 3, ["ArrowLeft"] * 20)
+        page.locator(".toydiff-probe").first.scroll_into_view_if_needed()
+        probe, scrub, release = probe_and_scrub(page)
         page.goto(url + "/?" + LONG)  # 100 steps: 101 animation frames
         wait_idle(page)
         page.wait_for_function(f"{CHARTS}.length >= 8", timeout=120_000)
@@ -189,17 +276,23 @@ def measure(
             "≥ 30 fps",
         ),
     ]
+    rows += [
+        ("probe readout updates per second while dragging (median of 3 drags)", med(probe), "/s", "≥ 20 /s"),
+        ("γ scrub, sample updates per second while dragging (median of 3)", med(scrub), "fps", "≥ 30 fps"),
+        ("γ scrub release → first scrub of the new figure (median of 5)", med(release), "s", "≤ 1 s"),
+    ]
     raw = (
         "; ".join(
             f"{name} {[round(x) for x in xs]}"
             for name, xs in [("γ", g), ("γ all", gall), ("τ", tau_), ("τ all", tall), ("t", t[0])]
         )
-        + f"; fps {[round(x, 1) for x in fps]}"
+        + f"; fps {[round(x, 1) for x in fps]}; probe/s {[round(x) for x in probe]}"
+        + f"; scrub fps {[round(x, 1) for x in scrub]}; release s {[round(x, 2) for x in release]}"
     )
     return rows, raw
 
 
-FORMATS = {"s": "{:.2f} s", "ms": "{:.0f} ms", "fps": "{:.1f} fps"}
+FORMATS = {"s": "{:.2f} s", "ms": "{:.0f} ms", "fps": "{:.1f} fps", "/s": "{:.0f} /s"}
 
 
 def fmt(value: float, unit: str) -> str:

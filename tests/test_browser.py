@@ -241,6 +241,32 @@ def test_gamma_scrub_moves_the_samples_and_grid_values_are_exact_runs(page, app_
     assert page.locator(EXCEPTION).count() == 0
 
 
+def test_a_popover_opened_after_the_other_columns_move_shows_its_values(page):
+    """A column's popover, opened after the other column's γ moved (a fragment rerun), shows
+    its own rule and values: its widgets were mounted again from their defaults, and showed
+    'No guidance', γ 0 and τ 0.001, which the next key press then sent (ui.state.widget_kwargs)."""
+    page.get_by_role("button", name="⚙ left column").click()
+    slider = page.locator("[data-testid='stSlider']:visible").filter(has_text="γ (gamma)")
+    before = _title(page, 0)
+    slider.first.get_by_role("slider").focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "t => document.querySelectorAll('.js-plotly-plot')[0].querySelector('.gtitle')"
+        ".textContent !== t",
+        arg=before,
+        timeout=60_000,
+    )
+    wait_idle(page)
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="⚙ right column").click()
+    tau = page.locator("[data-testid='stSlider']:visible").filter(has_text="τ (tau)").first
+    tau.wait_for(state="visible", timeout=30_000)
+    rule = page.locator("[data-testid='stSelectbox']:visible").filter(has_text="right rule").first
+    assert rule.get_by_role("combobox").input_value() == "Contrastive CFG"
+    assert tau.get_by_role("slider").get_attribute("aria-valuetext") in ("1", "1.0")
+    page.keyboard.press("Escape")
+
+
 # ------------------------------------------------------------------------------------ lecture mode
 import json  # noqa: E402
 import random  # noqa: E402

@@ -259,11 +259,13 @@ function probeShow(gd, point, exact) {  // exact: the rows' values at point, els
     box.dataset.state = 'none';
     box.textContent = 'Press or drag on the field to place a probe: p(c | x_t), the rule’s ' +
       'weights and its predictions there, at this t.';
-    Plotly.relayout(gd, {annotations: []});
+    probeArrows(gd, null, []);
     return;
   }
   const [x, y] = point, values = exact || p.rows.map(r => interpolate(p, r, x, y));
-  const s = 3 * p.scale;  // the probe's arrows: 3× the field's scale, to stand out
+  // the arrows' scale: the longest prediction at the point spans a fifth of the plot
+  const longest = Math.max(1e-6, ...p.rows.map((r, i) => r.dim === 2 ? Math.hypot(...values[i]) : 0));
+  const s = (p.u[p.u.length - 1] - p.u[0]) / 5 / longest;
   const num = (v, d) => (v < 0 ? '−' : '') + Math.abs(v).toFixed(d);
   const cell = (key, text) => `<span data-probe="${key}">${text}</span>`;
   const lines = [[`<b>probe</b> (${cell('x', num(x, 3))}, ${cell('y', num(y, 3))}) at t = ${p.t} · ` +
@@ -274,14 +276,44 @@ function probeShow(gd, point, exact) {  // exact: the rows' values at point, els
     if (r.dim === 1) (r.key.startsWith('p.') ? lines[1] : lines[2]).push(`${r.label} ${cell(r.key, num(v, 3))}`);
     else {
       lines[2].push(`<span style="color:${r.color}">${r.label}</span> (${cell(r.key, num(v[0], 2) + ', ' + num(v[1], 2))})`);
-      notes.push({x: x + s * v[0], y: y + s * v[1], ax: x, ay: y, xref: 'x', yref: 'y',
-        axref: 'x', ayref: 'y', showarrow: true, arrowhead: 2, arrowwidth: 2.2, arrowcolor: r.color, text: ''});
+      notes.push({x: x + s * v[0], y: y + s * v[1], ax: x, ay: y, arrowcolor: r.color});
     }
   });
   box.dataset.state = exact ? 'exact' : 'approx';
   box.innerHTML = lines.filter(l => l.length).map(l => l.join(' · ')).join('<br>');
-  notes.push({x, y, xref: 'x', yref: 'y', text: '✛', showarrow: false, font: {size: 18, color: '#000'}});
-  Plotly.relayout(gd, {annotations: notes});
+  probeArrows(gd, [x, y], notes);
+}
+// The probe's marker and arrows: an SVG layer over the plot, in pixels from the axes (a
+// Plotly.relayout of annotations redrew the figure's arrow shapes too: ~10 readouts per s).
+const SVG = 'http://www.w3.org/2000/svg';
+function probeArrows(gd, point, arrows) {
+  let svg = gd._probeSvg;
+  if (!svg || svg.parentNode !== gd) {
+    svg = gd._probeSvg = document.createElementNS(SVG, 'svg');
+    svg.setAttribute('class', 'toydiff-probe-arrows');
+    svg.style.cssText = 'position:absolute;left:0;top:0;width:100%;height:100%;' +
+      'pointer-events:none;overflow:visible;z-index:5';
+    gd.style.position = 'relative';
+    gd.appendChild(svg);
+  }
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const px = x => xa._offset + xa.d2p(x), py = y => ya._offset + ya.d2p(y);
+  const parts = [];
+  for (const a of point ? arrows : []) {
+    const x0 = px(a.ax), y0 = py(a.ay), x1 = px(a.x), y1 = py(a.y);
+    const len = Math.hypot(x1 - x0, y1 - y0) || 1, ux = (x1 - x0) / len, uy = (y1 - y0) / len;
+    const h = Math.min(9, 0.5 * len), w = 0.45 * h;  // the head: a triangle at the tip
+    const head = [[x1, y1], [x1 - h * ux - w * uy, y1 - h * uy + w * ux],
+                  [x1 - h * ux + w * uy, y1 - h * uy - w * ux]].map(p => p.join(',')).join(' ');
+    parts.push(`<line x1="${x0}" y1="${y0}" x2="${x1 - h * ux}" y2="${y1 - h * uy}" ` +
+      `stroke="${a.arrowcolor}" stroke-width="2.4"/><polygon points="${head}" fill="${a.arrowcolor}"/>`);
+  }
+  if (point) {
+    const cx = px(point[0]), cy = py(point[1]);
+    parts.push(`<path d="M${cx - 8},${cy}H${cx + 8}M${cx},${cy - 8}V${cy + 8}" stroke="#000" ` +
+      `stroke-width="2.2"/><circle cx="${cx}" cy="${cy}" r="3" fill="#fff" stroke="#000"/>`);
+  }
+  svg.innerHTML = parts.join('');
 }
 // The scrub (layout.meta.scrub, plots.scrub_meta): a slider per knob under an outcome plot.
 // Dragging it moves the samples (trace 0) between the final samples at the neighbouring grid

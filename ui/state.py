@@ -163,9 +163,18 @@ def write_url(pair: dict, present: bool) -> dict[str, str]:
     return query
 
 
-def widget_kwargs(key: str, **default) -> dict:
-    """`default` (value=/index=) only when the key has no state yet: Streamlit warns about both."""
-    return {} if key in st.session_state else default
+def widget_kwargs(key: str, options=None, **default) -> dict:
+    """The widget's default (one of value=, index=, default=): `default` while the key has no
+    state, then its current state (index=: its position in `options`). A widget that the browser
+    mounts again, as a column's popover opened after a fragment rerun, starts from this default:
+    without it, it showed the first option and a key press sent that (γ 0, rule "none")."""
+    if key not in st.session_state:
+        return default
+    ((name, _),) = default.items()
+    current = st.session_state[key]
+    if name != "index":
+        return {name: current}
+    return {"index": list(options).index(current)} if current in (options or ()) else {}
 
 
 def log_values(lo: float, hi: float, default: float) -> list[float]:

@@ -405,8 +405,7 @@ def field_spec(
     probe: dict | None = None,
 ) -> dict:
     """Arrows of each field in `arrows` (name -> (points, vectors)) over a heatmap of `heat_key`;
-    with `probe` (probe_meta), a click or drag on the plot places the probe (ui/chart.py), whose
-    arrows share the field arrows' scale.
+    with `probe` (probe_meta), a click or drag on the plot places the probe (ui/chart.py).
 
     Arrow lengths share one scale (the 90th-percentile arrow spans 0.9 grid cells), capped at 1.6
     cells, so the fields of one figure compare by length. Each field is one SVG path shape, its
@@ -471,7 +470,7 @@ def field_spec(
         )
     layout = _layout(lim, title, height=500, shapes=shapes)
     if probe is not None:  # a drag places the probe: no zoom box on this plot
-        layout.update(meta=dict(probe=dict(probe, scale=float(scale))), dragmode=False)
+        layout.update(meta=dict(probe=probe), dragmode=False)
     return dict(data=data, layout=layout)
 
 
