@@ -1,13 +1,20 @@
 """Linear targets are exact (issue 21, item 1; MATH §3.2): with the exact posterior, DNG at γ = 1
-samples p(x | ¬n) and FBG samples the de-mixed target ∝ p(x | c) − (1 − π)p(x), on every preset.
+samples p(x | ¬n), and FBG samples the de-mixed target ∝ p(x | c) − (1 − π)p(x) where that is a
+density.
 
-    python benchmarks/linear_targets.py [--out benchmarks/results]
+    python benchmarks/linear_targets.py [--out benchmarks/results] [--presets a,b,...]
 
-DNG (dng_oracle, γ = 1, p_max 0.999): every preset, each concept negated in turn; FBG
-(fbg_oracle, π = 0.95): each concept as the positive one. 100 steps, DDIM with η = 1 (stochastic)
-and η = 0 (deterministic), n = 2000, seed 0. Columns: soft leakage of the run and of exact target
-samples (DNG), and the energy distance to exact target samples over the sd of exact-vs-exact
-energies (|E|/sd ≤ 3 is the acceptance bound).
+Every number is toydiff's own (toydiff.run, toydiff.metrics), so a row agrees with `python -m
+toydiff metrics` on the same scene: `energy` is the U-statistic to the exact target set of
+metrics.reference (n samples, key 1), `energy_baseline_sd` the sd of 32 exact-vs-exact energies,
+and ratio = |energy| / energy_baseline_sd (the acceptance bound is 3). DNG (dng_oracle, γ = 1,
+p_max 0.999): each concept of each preset negated in turn; its soft leakage (with its standard
+error) beside the target's own, 100 000 exact samples scored the same way. FBG (fbg_oracle): on
+an inline mixture whose de-mixed target is a mixture of its components (π = 0.6); no preset's is
+a density at π = 0.95 (hard memberships), so none runs there. Controls: the unguided sampler
+against p(x), its ratio the sampler's own floor; the mean energy to 8 other exact target sets
+over the sd, since one target set is one draw. 100 steps, DDIM with η = 1 (stochastic) and η = 0
+(deterministic), n = 2000, seed 0.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -22,10 +30,9 @@ import numpy as np
 from toydiff import exact, metrics, mixtures
 from toydiff.scene import Scene, run
 
-N, STEPS, PI = 2000, 100, 0.95
-# no preset's de-mixed target is a density at π = 0.95 (hard memberships: r → 0 off the concept);
-# on this one every point is partly "c" (r ≥ 0.57), so at π = 0.6 it is: 86 % on the left mode
-# where p(x | c) has 71 %
+N, STEPS, PI, OTHER_SETS = 2000, 100, 0.95, 8
+# on this mixture every point is partly "c" (r ≥ 0.57), so at π = 0.6 the de-mixed target is a
+# mixture of the two components: 86 % on the left mode where p(x | c) has 71 %
 SOFT = dict(
     means=[[-1.5, 0.0], [1.5, 0.0]],
     covs=[[[0.25, 0.0], [0.0, 0.25]], [[0.25, 0.0], [0.0, 0.25]]],
@@ -36,9 +43,28 @@ SOFT = dict(
 SOFT_PI = 0.6
 
 
+def demixed_mixture(mix, concept: str, pi: float) -> mixtures.Mixture:
+    """q ∝ p(x | c) − (1 − π)p(x) = Σ_k π_k (m_ck / p(c) − (1 − π)) N_k as a Mixture of the same
+    components; ValueError when a coefficient is negative (q is then no mixture of them)."""
+    c = mix.concept_index(concept)
+    weights, member = np.asarray(mix.weights, np.float64), np.asarray(mix.membership, np.float64)
+    coef = member[c] / (weights @ member[c]) - (1 - pi)
+    if np.any(coef < 0):
+        raise ValueError(f"{concept}: the de-mixed target at π = {pi} is no mixture of components")
+    keep = coef > 0
+    return mixtures.Mixture(
+        np.asarray(mix.means)[keep],
+        np.asarray(mix.covs)[keep],
+        (weights * coef)[keep],
+        member[:, keep],
+        mix.concepts,
+    )
+
+
 def demixed(key, mix, concept: str, n: int, pi: float = PI) -> np.ndarray:
-    """n exact samples of q ∝ p(x | c) − (1 − π)p(x) where positive: x ~ p(x | c), kept with
-    probability max(0, 1 − (1 − π)/r(x)), r = p(x | c)/p(x) = p(c | x)/p(c)."""
+    """n exact samples of q ∝ p(x | c) − (1 − π)p(x) where positive, by rejection (independent of
+    demixed_mixture): x ~ p(x | c), kept with probability max(0, 1 − (1 − π)/r(x)),
+    r = p(x | c)/p(x) = p(c | x)/p(c)."""
     c = mix.concept_index(concept)
     p_c = float(np.asarray(mix.weights) @ np.asarray(mix.membership)[c])
     out = []
@@ -59,125 +85,173 @@ def is_density(mix, concept: str, pi: float = PI) -> bool:
     return bool(np.min(np.asarray(exact.posterior(mix, x, 1.0, concept))) / p_c >= 1 - pi)
 
 
-def energy_ratio(x, draw, draws: int = 16) -> float:
-    """|E(x, target)| / sd of E between independent target sets (the estimator's noise)."""
-    null = [
-        float(metrics.energy_distance_u(draw(2 * i + 1), draw(2 * i + 2))) for i in range(draws)
+def ratio(m: dict) -> float:
+    """|energy| / energy_baseline_sd of a metrics dict (toydiff.run's, metrics.evaluate's)."""
+    return abs(m["energy"]) / m["energy_baseline_sd"]
+
+
+def _soft_leakage(scene: Scene, x) -> np.ndarray:
+    """(M,) exact p(n | x) of the finite samples: the per-sample soft leakage of metrics.evaluate."""
+    x = np.asarray(x)
+    x = x[np.all(np.isfinite(x), -1)]
+    return np.asarray(exact.posterior(scene.build_mixture(), x, 1.0, scene.negative), np.float64)
+
+
+def target_leakage(scene: Scene, n: int = 100_000) -> float:
+    """Soft leakage of n exact samples of the target p(x | ¬n), scored as toydiff.run scores
+    samples: its expectation to ±0.001. A set of the run's size would add noise as large as the
+    run's own (leak_se)."""
+    y = mixtures.sample(jax.random.key(2), scene.build_mixture(), n, None, scene.negative)
+    return float(np.mean(_soft_leakage(scene, y)))
+
+
+def leak_se(scene: Scene, x0) -> float:
+    """The standard error of the run's soft leakage: sd of p(n | x) over its samples / √n."""
+    post = _soft_leakage(scene, x0)
+    return float(np.std(post) / np.sqrt(len(post)))
+
+
+def other_sets(mix, x0, sd: float, negative=None, sets: int = OTHER_SETS) -> float:
+    """Mean energy_distance_u of x0 to `sets` other exact sets of p(x | ¬negative) (as many samples
+    as x0), over sd: the energy's spread from one target set to the next averaged out. Off the
+    target that spread is of order 1/√n, at it 1/n: a large one says the samples are off."""
+    x0 = np.asarray(x0)
+    x0 = x0[np.all(np.isfinite(x0), -1)]
+    draw = lambda i: mixtures.sample(jax.random.key(1000 + i), mix, len(x0), None, negative)
+    return float(np.mean([metrics.energy_distance_u(x0, draw(i)) for i in range(sets)])) / sd
+
+
+def fbg_row(eta: float) -> dict:
+    """FBG's oracle on SOFT against its de-mixed target, measured as toydiff.run measures."""
+    soft = mixtures.Mixture(**SOFT)
+    scene = Scene.from_dict(
+        dict(mixture=SOFT, method="fbg_oracle", positive="c", negative=None, pi=SOFT_PI)
+        | dict(steps=STEPS, eta=eta, n=N, seed=0)
+    )
+    target, x0 = demixed_mixture(soft, "c", SOFT_PI), run(scene)[0].x0
+    m = metrics.evaluate(target, x0)
+    return dict(
+        rule="fbg_oracle",
+        preset="soft (inline, π = 0.6)",
+        concept="c",
+        eta=eta,
+        density=is_density(soft, "c", SOFT_PI),
+        energy=m["energy"],
+        sd=m["energy_baseline_sd"],
+        ratio=ratio(m),
+        other_sets=other_sets(target, x0, m["energy_baseline_sd"]),
+    )
+
+
+def dng_row(preset: str, concept: str, eta: float) -> dict:
+    """DNG's oracle at γ = 1 negating `concept`: toydiff.run's metrics and the controls."""
+    scene = Scene.from_dict(
+        dict(preset=preset, method="dng_oracle", negative=concept, positive=None, gamma=1.0)
+        | dict(p_max=0.999, steps=STEPS, eta=eta, n=N, seed=0)
+    )
+    result, m = run(scene)
+    return dict(
+        rule="dng_oracle",
+        preset=preset,
+        concept=concept,
+        eta=eta,
+        leakage=m["leakage"],
+        ideal_leakage=target_leakage(scene),
+        leak_se=leak_se(scene, result.x0),
+        off_support=m["off_support"],
+        energy=m["energy"],
+        sd=m["energy_baseline_sd"],
+        ratio=ratio(m),
+        other_sets=other_sets(scene.build_mixture(), result.x0, m["energy_baseline_sd"], concept),
+    )
+
+
+def unguided_row(preset: str, eta: float) -> dict:
+    """The sampler alone (rule none) against p(x): the floor of its discretisation."""
+    scene = Scene.from_dict(
+        dict(preset=preset, method="none", negative=None, positive=None)
+        | dict(steps=STEPS, eta=eta, n=N, seed=0)
+    )
+    result, m = run(scene)
+    return dict(
+        rule="none",
+        preset=preset,
+        concept="—",
+        eta=eta,
+        off_support=m["off_support"],
+        energy=m["energy"],
+        sd=m["energy_baseline_sd"],
+        ratio=ratio(m),
+        other_sets=other_sets(scene.build_mixture(), result.x0, m["energy_baseline_sd"]),
+    )
+
+
+_SDS = ("ratio", "other_sets")  # columns in units of the sd
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Markdown rows: every measured column, — where a rule has none."""
+    cols = ("leakage", "leak_se", "ideal_leakage", "off_support", "energy", "sd", "ratio")
+    cols += ("other_sets",)
+    fmt = lambda r, k: "—" if k not in r else f"{r[k]:.2f}" if k in _SDS else f"{r[k]:.4g}"
+    head = (
+        "| rule | preset | concept | η | leakage | its se | target's | off-support | energy | sd | "
+    )
+    lines = [head + "\\|E\\|/sd | mean E/sd, 8 other sets |", "|---" * 12 + "|"]
+    for r in rows:
+        cells = [r["rule"], r["preset"], r["concept"], f"{r['eta']:g}"]
+        lines.append("| " + " | ".join(cells + [fmt(r, k) for k in cols]) + " |")
+    return lines
+
+
+def summary(rows: list[dict]) -> str:
+    """The acceptance counts: DNG leakage within 0.01 of the target's, |E|/sd ≤ 3; FBG |E|/sd ≤ 3."""
+    dng = [r for r in rows if r["rule"] == "dng_oracle"]
+    fbg = [r for r in rows if r["rule"] == "fbg_oracle" and r["density"]]
+    name = lambda r: f"{r['preset']} ¬{r['concept']} η {r['eta']:g}"
+    delta = lambda r: abs(r["leakage"] - r["ideal_leakage"])
+    leak = [
+        f"{name(r)}: {delta(r):.4f}, {delta(r) / r['leak_se']:.1f} se"
+        for r in dng
+        if delta(r) > 0.01
     ]
-    return abs(float(metrics.energy_distance_u(x, draw(0)))) / float(np.std(null, ddof=1))
+    energy = [f"{name(r)}: {r['ratio']:.2f}" for r in dng if r["ratio"] > 3]
+    fails = lambda found: f" (not: {'; '.join(found)})" if found else ""
+    return (
+        f"DNG: soft leakage within 0.01 of the target's in {len(dng) - len(leak)}/{len(dng)}"
+        f"{fails(leak)}; |E|/sd ≤ 3 in {len(dng) - len(energy)}/{len(dng)}{fails(energy)}. "
+        f"FBG where its target is a density: |E|/sd ≤ 3 in "
+        f"{sum(r['ratio'] <= 3 for r in fbg)}/{len(fbg)}."
+    )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--presets", default=",".join(mixtures.PRESETS), help="comma-separated")
     args = ap.parse_args(argv)
-    rows = []
-    soft = mixtures.Mixture(**SOFT)
-    for eta in (1.0, 0.0):
-        scene = Scene.from_dict(
-            dict(
-                mixture=SOFT,
-                method="fbg_oracle",
-                positive="c",
-                negative=None,
-                pi=SOFT_PI,
-                steps=STEPS,
-                eta=eta,
-                n=N,
-                seed=0,
-            )
-        )
-        y = np.asarray(run(scene)[0].x0)
-        q = lambda i: demixed(jax.random.key(300 + i), soft, "c", N, SOFT_PI)
-        rows.append(
-            dict(
-                rule="fbg_oracle",
-                preset="soft (inline, π = 0.6)",
-                concept="c",
-                eta=eta,
-                density=is_density(soft, "c", SOFT_PI),
-                energy_ratio=energy_ratio(y, q),
-            )
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    for preset in mixtures.PRESETS:
-        mix = mixtures.preset(preset)
-        for concept in mix.concepts:
-            for eta in (1.0, 0.0):
-                common = dict(preset=preset, steps=STEPS, eta=eta, n=N, seed=0)
-                dng = Scene.from_dict(
-                    dict(
-                        common,
-                        method="dng_oracle",
-                        negative=concept,
-                        positive=None,
-                        gamma=1.0,
-                        p_max=0.999,
-                    )
-                )
-                x, m = run(dng)
-                x = np.asarray(x.x0)
-                target = lambda i: mixtures.sample(
-                    jax.random.key(100 + i), mix, N, negative=concept
-                )
-                ideal = float(np.mean(np.asarray(exact.posterior(mix, target(0), 1.0, concept))))
-                rows.append(
-                    dict(
-                        rule="dng_oracle",
-                        preset=preset,
-                        concept=concept,
-                        eta=eta,
-                        leakage=m["leakage"],
-                        ideal_leakage=ideal,
-                        energy_ratio=energy_ratio(x, target),
-                    )
-                )
-                fbg = Scene.from_dict(
-                    dict(common, method="fbg_oracle", positive=concept, negative=None, pi=PI)
-                )
-                y = np.asarray(run(fbg)[0].x0)
-                q = lambda i: demixed(jax.random.key(200 + i), mix, concept, N)
-                rows.append(
-                    dict(
-                        rule="fbg_oracle",
-                        preset=preset,
-                        concept=concept,
-                        eta=eta,
-                        energy_ratio=energy_ratio(y, q),
-                    )
-                )
-                print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
+    presets = args.presets.split(",")
+    for name in presets:
+        mixtures.preset_info(name)  # unknown name -> ValueError listing the valid ones
+    rows = [fbg_row(eta) for eta in (1.0, 0.0)]
+    for preset in presets:
+        for eta in (1.0, 0.0):
+            rows.append(unguided_row(preset, eta))
+            print(json.dumps(rows[-1]), flush=True)
+            for concept in mixtures.preset(preset).concepts:
+                rows.append(dng_row(preset, concept, eta))
+                print(json.dumps(rows[-1]), flush=True)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "linear_targets.json").write_text(json.dumps(rows, indent=1) + "\n")
-    lines = [
-        "| rule | preset | concept | η | leakage | ideal | |Δ leak| | |E|/sd |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        leak = (
-            f"{r['leakage']:.4f} | {r['ideal_leakage']:.4f} | {abs(r['leakage'] - r['ideal_leakage']):.4f}"
-            if "leakage" in r
-            else "— | — | —"
-        )
-        lines.append(
-            f"| {r['rule']} | {r['preset']} | {r['concept']} | {r['eta']:g} | {leak} | {r['energy_ratio']:.2f} |"
-        )
-    ok_leak = sum(abs(r["leakage"] - r["ideal_leakage"]) <= 0.01 for r in rows if "leakage" in r)
-    ok_e = {
-        rule: sum(r["energy_ratio"] <= 3 for r in rows if r["rule"] == rule)
-        for rule in ("dng_oracle", "fbg_oracle")
-    }
-    n_rule = sum(r["rule"] == "dng_oracle" for r in rows)
-    summary = (
-        f"DNG: leakage within 0.01 of the target's in {ok_leak}/{n_rule}; |E|/sd ≤ 3 in "
-        f"{ok_e['dng_oracle']}/{n_rule}. FBG: |E|/sd ≤ 3 in {ok_e['fbg_oracle']}/{n_rule}."
+    command = "python benchmarks/linear_targets.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
     )
     (out / "linear_targets.md").write_text(
-        "# Linear targets are exact\n\n`python benchmarks/linear_targets.py` (n = 2000, 100 DDIM "
-        "steps, seed 0)\n\n" + summary + "\n\n" + "\n".join(lines) + "\n"
+        f"# Linear targets are exact\n\n`{command.strip()}` (n = {N}, {STEPS} DDIM steps, seed "
+        f"0; the numbers of toydiff.run)\n\n{summary(rows)}\n\n" + "\n".join(table(rows)) + "\n"
     )
-    print(summary)
+    print(summary(rows))
 
 
 if __name__ == "__main__":

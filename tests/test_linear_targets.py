@@ -1,6 +1,7 @@
 """Linear targets are exact (issue 21, item 1; MATH §3.2): with the exact posterior, DNG at γ = 1
 samples p(x | ¬n) and FBG the de-mixed target ∝ p(x | c) − (1 − π)p(x) where that is a density,
-with a stochastic and a deterministic sampler. benchmarks/linear_targets.py runs every preset."""
+with a stochastic and a deterministic sampler. benchmarks/linear_targets.py runs every preset, with
+toydiff.run's own numbers."""
 
 from __future__ import annotations
 
@@ -11,39 +12,75 @@ import jax
 import numpy as np
 import pytest
 
-from toydiff import exact, mixtures
+from toydiff import exact, metrics, mixtures
 from toydiff.scene import Scene, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from linear_targets import SOFT, SOFT_PI, STEPS, N, demixed, energy_ratio, is_density  # noqa: E402
+from linear_targets import (  # noqa: E402
+    SOFT,
+    SOFT_PI,
+    N,
+    demixed,
+    demixed_mixture,
+    dng_row,
+    fbg_row,
+    is_density,
+    ratio,
+    target_leakage,
+)
+
+
+def test_demixed_mixture_is_the_rejection_samplers_target():
+    """The de-mixed target as a mixture of the components (weights π_k(m_ck/p(c) − (1 − π))) and
+    the independent rejection sampler of max(0, p(x | c) − (1 − π)p(x)) draw the same law."""
+    soft = mixtures.Mixture(**SOFT)
+    assert is_density(soft, "c", SOFT_PI)
+    target = demixed_mixture(soft, "c", SOFT_PI)
+    weights = np.array([1 / 0.7 - 0.4, 0.4 / 0.7 - 0.4])  # p(c) = 0.7, 1 − π = 0.4
+    np.testing.assert_allclose(target.weights / np.sum(target.weights), weights / weights.sum())
+    y = demixed(jax.random.key(300), soft, "c", N, SOFT_PI)
+    assert ratio(metrics.evaluate(target, y)) <= 3.0
+    # the check can fail: p(x | c) itself is far from the de-mixed target
+    x = mixtures.sample(jax.random.key(1), soft, N, positive="c")
+    assert ratio(metrics.evaluate(target, x)) > 30.0
+    with pytest.raises(ValueError, match="no mixture"):  # hard memberships: a negative weight
+        demixed_mixture(mixtures.preset("three_blobs"), "A", 0.95)
 
 
 @pytest.mark.parametrize("eta", [1.0, 0.0])
 def test_fbg_oracle_samples_the_demixed_target(eta):
-    soft = mixtures.Mixture(**SOFT)
-    assert is_density(soft, "c", SOFT_PI)
-    scene = Scene.from_dict(
-        dict(mixture=SOFT, method="fbg_oracle", positive="c", negative=None, pi=SOFT_PI)
-        | dict(steps=STEPS, eta=eta, n=N, seed=0)
-    )
-    y = np.asarray(run(scene)[0].x0)
-    target = lambda i: demixed(jax.random.key(300 + i), soft, "c", N, SOFT_PI)
-    assert energy_ratio(y, target) <= 3.0
-    # the test can fail: p(x | c) itself is far from the de-mixed target
-    x = np.asarray(mixtures.sample(jax.random.key(1), soft, N, positive="c"))
-    assert energy_ratio(x, target) > 30.0
+    row = fbg_row(eta)
+    assert row["density"] and row["ratio"] <= 3.0
 
 
 @pytest.mark.parametrize("eta", [1.0, 0.0])
 @pytest.mark.parametrize("negative", ["warm", "round"])
 def test_dng_oracle_at_gamma_one_samples_p_x_not_n(negative, eta):
-    mix = mixtures.preset("overlap")  # overlapping concepts: p(x | ¬n) is not a sub-mixture
+    row = dng_row("overlap", negative, eta)  # overlapping concepts: p(x | ¬n) is no sub-mixture
+    assert row["ratio"] <= 3.0 and abs(row["other_sets"]) <= 3.0
+    # the issue's 0.01 is 1.5 standard errors of a 2000-sample mean for ¬round (se 0.0066): the
+    # test bounds the difference by 3 (the benchmark reports which rows meet 0.01)
+    assert abs(row["leakage"] - row["ideal_leakage"]) <= 3 * row["leak_se"]
+
+
+def test_benchmark_rows_are_toydiff_runs_numbers():
+    """A row's energy and sd are toydiff.run's metrics of the same scene; the target's leakage is
+    the expectation of p(n | y) under p(x | ¬n): on overlap, that of other exact samples; on three
+    separated blobs, ≈ 0."""
+    row = dng_row("three_blobs", "C", 0.0)
     scene = Scene.from_dict(
-        dict(preset="overlap", method="dng_oracle", negative=negative, positive=None)
-        | dict(gamma=1.0, p_max=0.999, steps=STEPS, eta=eta, n=N, seed=0)
+        dict(preset="three_blobs", method="dng_oracle", negative="C", positive=None, gamma=1.0)
+        | dict(p_max=0.999, steps=100, eta=0.0, n=N, seed=0)
     )
-    result, m = run(scene)
-    target = lambda i: mixtures.sample(jax.random.key(100 + i), mix, N, negative=negative)
-    assert energy_ratio(np.asarray(result.x0), target) <= 3.0
-    ideal = float(np.mean(np.asarray(exact.posterior(mix, target(0), 1.0, negative))))
-    assert abs(m["leakage"] - ideal) <= 0.02  # 0.01 in the issue; the ideal's own sd ≈ 0.007
+    _, m = run(scene)
+    assert (row["energy"], row["sd"], row["leakage"]) == (
+        m["energy"],
+        m["energy_baseline_sd"],
+        m["leakage"],
+    )
+    mix = mixtures.preset("overlap")
+    y = mixtures.sample(jax.random.key(77), mix, 200_000, None, "round")
+    post = np.asarray(exact.posterior(mix, y, 1.0, "round"), np.float64)
+    scene = scene.replace(preset="overlap", negative="round")
+    assert target_leakage(scene) == pytest.approx(post.mean(), abs=0.003)  # 3 se of the two
+    assert row["ideal_leakage"] < 1e-3 and row["leakage"] < 1e-3  # three separated blobs
