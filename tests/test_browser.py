@@ -606,16 +606,41 @@ def test_picture_first_the_trajectories_lead_the_page(browser, app_url, size):
     page = browser.new_page(viewport=dict(width=size[0], height=size[1]))
     try:
         _goto(page, app_url)
-        g = _geometry(page)
-        assert len(g["plots"]) == 2 and len(g["bars"]) == 2
-        for rect in g["plots"]:
-            assert rect["top"] + (rect["bottom"] - rect["top"]) / 2 <= g["height"], (rect, size)
-            assert rect["top"] < 0.45 * g["height"], (rect, size)  # nothing tall above them
-        if size == (1920, 1080):
-            for rect in g["plots"] + g["bars"]:
-                _inside(rect, g, "plot")
+        _picture_first(page, size)
         SHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SHOTS / f"default_{size[0]}x{size[1]}.png"))
+    finally:
+        page.close()
+
+
+def _picture_first(page, size):
+    """Item 1's geometry: the trajectory plots come first, at least their upper half in view;
+    at 1920 × 1080 both whole plots with their play controls."""
+    g = _geometry(page)
+    assert len(g["plots"]) == 2 and len(g["bars"]) == 2
+    for rect in g["plots"]:
+        assert rect["top"] + (rect["bottom"] - rect["top"]) / 2 <= g["height"], (rect, size)
+        assert rect["top"] < 0.45 * g["height"], (rect, size)  # nothing tall above them
+    if size == (1920, 1080):
+        for rect in g["plots"] + g["bars"]:
+            _inside(rect, g, "plot")
+
+
+@pytest.mark.slow  # 14 scenes × 3 sizes: ≈ 2–4 min; the default run checks the default view
+@pytest.mark.parametrize("size", [(1366, 768), (1280, 720), (1920, 1080)])
+def test_picture_first_in_every_curated_scene(browser, app_url, size):
+    """Issue 22, item 1 for every curated scene's link (not presented): picture first."""
+    from toydiff import scenes
+
+    page = browser.new_page(viewport=dict(width=size[0], height=size[1]))
+    try:
+        for name in scenes.NAMES:
+            _goto(page, f"{app_url}/?scene={name}")
+            page.wait_for_function("document.querySelectorAll('.toydiff-anim').length >= 2")
+            try:
+                _picture_first(page, size)
+            except AssertionError as e:
+                raise AssertionError(f"{name}: {e}") from None
     finally:
         page.close()
 
