@@ -306,6 +306,17 @@ def common_ui() -> dict:
         **state.widget_kwargs(f"negative.{data}", concepts, index=index(info.negative)),
         help="Concept to steer away from; its region is shaded red.",
     )
+    rotate = sb.slider(
+        "turn the plane (°)",
+        -360.0,
+        360.0,
+        key="rotate",
+        step=15.0,
+        **state.widget_kwargs("rotate", value=0.0),
+        help="Turns the data about the origin; learned nets answer in their own frame. Rules "
+        "built from norms and inner products (CFG, CCFG, APG) do not notice, element-wise ones "
+        "(SLD) change their answer.",
+    )
     sb.header("Model and sampler")
     nets = panels.user_nets(preset or ss["custom_mixture"])
     if ss.get("score") not in (*scene_mod.SCORES, *nets):
@@ -418,6 +429,7 @@ def common_ui() -> dict:
         schedule=schedule_kind,
         solver=solver,
         t=float(ss.get("field_t", 500)),
+        rotate=float(rotate),
     )
 
 

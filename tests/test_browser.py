@@ -379,7 +379,7 @@ def test_cli_loop_matches_python_m_toydiff(cli_metrics):
 DEFAULT_LINKS = ("why_ncfg_fails", "autoguidance_tree", "net_never_been", "rotated_plane")
 
 
-@pytest.mark.parametrize(  # four in the default run (exact, learned, inline); every one with slow
+@pytest.mark.parametrize(  # four in the default run (exact, learned, turned plane); every one with slow
     "name",
     [n if n in DEFAULT_LINKS else pytest.param(n, marks=pytest.mark.slow) for n in scenes.NAMES],
 )
