@@ -50,13 +50,13 @@ from ui.compute import (  # noqa: E402
     denoiser_for,
     error_at,
     field_at,
-    probe_at,
-    scrub_at,
     load_mixture,
     metrics_of,
     mix_key,
     mixture_of,
+    probe_at,
     run_key,
+    scrub_at,
     simulate,
     threshold_of,
 )
@@ -461,9 +461,7 @@ def rule_ui(side: str, box) -> dict:
         names,
         key=f"{side}.method",
         format_func=lambda r: guidance.RULES[r].label,
-        **state.widget_kwargs(
-            f"{side}.method", names, index=names.index(SIDES[side]["method"])
-        ),
+        **state.widget_kwargs(f"{side}.method", names, index=names.index(SIDES[side]["method"])),
         help=rule_help(st.session_state.get(f"{side}.method", SIDES[side]["method"])),
     )
     rule = guidance.rule(method)
@@ -863,6 +861,8 @@ def weights_view(scenes: dict, runs: dict, net: str | None):
 
 
 SCRUB_KNOBS = ("gamma", "tau")  # the knobs a column's outcome view scrubs, where its rule has them
+
+
 def outcome_view(scenes: dict, runs: dict, net: str | None):
     st.subheader("Outcome against the ideal target")
     for side, col in columns_for(scenes).items():
@@ -883,7 +883,12 @@ def outcome_view(scenes: dict, runs: dict, net: str | None):
                 for k, values in grids.items()
             ]
             return plots.outcome_spec(
-                bg["u"], bg["log_p_target"], run["x0"], run["labels"], bg["lim"], title_of(scene),
+                bg["u"],
+                bg["log_p_target"],
+                run["x0"],
+                run["labels"],
+                bg["lim"],
+                title_of(scene),
                 scrub,
             )
 

@@ -277,9 +277,24 @@ def measure(
         ),
     ]
     rows += [
-        ("probe readout updates per second while dragging (median of 3 drags)", med(probe), "/s", "≥ 20 /s"),
-        ("γ scrub, sample updates per second while dragging (median of 3)", med(scrub), "fps", "≥ 30 fps"),
-        ("γ scrub release → first scrub of the new figure (median of 5)", med(release), "s", "≤ 1 s"),
+        (
+            "probe readout updates per second while dragging (median of 3 drags)",
+            med(probe),
+            "/s",
+            "≥ 20 /s",
+        ),
+        (
+            "γ scrub, sample updates per second while dragging (median of 3)",
+            med(scrub),
+            "fps",
+            "≥ 30 fps",
+        ),
+        (
+            "γ scrub release → first scrub of the new figure (median of 5)",
+            med(release),
+            "s",
+            "≤ 1 s",
+        ),
     ]
     raw = (
         "; ".join(

@@ -45,7 +45,11 @@ def main(argv=None):
     rows = []
     for preset in args.presets.split(","):
         for method, knobs in RULES.items():
-            row = dict(preset=preset, method=method, exact=measure(preset, method, knobs, "exact", "standard"))
+            row = dict(
+                preset=preset,
+                method=method,
+                exact=measure(preset, method, knobs, "exact", "standard"),
+            )
             for net in nets:
                 row[net] = measure(preset, method, knobs, "learned", net)
             rows.append(row)
@@ -67,7 +71,9 @@ def main(argv=None):
                 ok = row["standard"][key] <= bound
                 checks.append(f"standard ≤ {bound:.3f} {'ok' if ok else 'FAIL'}")
             vals = " | ".join(f"{row[n][key]:.3f}" for n in nets)
-            lines.append(f"| {row['preset']} | {row['method']} | {key} | {e:.3f} | {vals} | {'; '.join(checks)} |")
+            lines.append(
+                f"| {row['preset']} | {row['method']} | {key} | {e:.3f} | {vals} | {'; '.join(checks)} |"
+            )
     (out / "learned_vs_exact.md").write_text(
         "# Learned vs exact (n = 2000, 50 DDIM steps, seed 3)\n\n"
         "`python benchmarks/learned_vs_exact.py`\n\n" + "\n".join(lines) + "\n"

@@ -162,9 +162,10 @@ def test_probe_follows_a_drag_and_is_exact_on_release(page):
         want = float(exact.posterior(mix, np.array([[x, y]], np.float32), ab, c)[0])
         assert abs(read(f"p.{c}") - want) <= 0.0005 + 1e-6, (c, read(f"p.{c}"), want)
     right = page.locator(".toydiff-probe").nth(1)  # the other column reads out the same point
-    assert right.locator("[data-probe='x']").text_content() == box.locator(
-        "[data-probe='x']"
-    ).text_content()
+    assert (
+        right.locator("[data-probe='x']").text_content()
+        == box.locator("[data-probe='x']").text_content()
+    )
     assert page.locator("[data-testid='stException']").count() == 0
 
 
@@ -207,7 +208,9 @@ def test_gamma_scrub_moves_the_samples_and_grid_values_are_exact_runs(page, app_
 
     name, side = "why_ncfg_fails", 1
     _goto(page, f"{app_url}/?scene={name}")
-    page.wait_for_function("document.querySelectorAll('.toydiff-scrub').length >= 2", timeout=120_000)
+    page.wait_for_function(
+        "document.querySelectorAll('.toydiff-scrub').length >= 2", timeout=120_000
+    )
     ticks = 30
     frames, seconds = page.evaluate(SCRUB_DRAG, [side, ticks])
     print(f"γ scrub: {frames} sample updates in {seconds:.2f} s ({frames / seconds:.0f} per s)")
@@ -221,7 +224,11 @@ def test_gamma_scrub_moves_the_samples_and_grid_values_are_exact_runs(page, app_
     mix = at.build_mixture()
     want = np.asarray(
         sampler.sample(
-            at.sampler_config(), denoiser(at, mix), jax.random.key(at.seed), at.cond(mix), at.knobs()
+            at.sampler_config(),
+            denoiser(at, mix),
+            jax.random.key(at.seed),
+            at.cond(mix),
+            at.knobs(),
         ).x0
     )
     np.testing.assert_allclose(np.stack([x, y], 1), want, atol=1e-4)

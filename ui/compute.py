@@ -262,9 +262,7 @@ def _field(scene_json: str, t: int, net: str | None, x: np.ndarray) -> dict:
     scene = dataclasses.replace(scene, n=1, seed=0)  # fixed n: one compile per rule/steps
     mix = mixture_of(scene)
     den, _ = scene_denoiser(scene, net)
-    out = fields.field(
-        scene.sampler_config(), den, scene.cond(mix), scene.knobs(), x, float(t)
-    )
+    out = fields.field(scene.sampler_config(), den, scene.cond(mix), scene.knobs(), x, float(t))
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
