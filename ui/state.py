@@ -192,10 +192,11 @@ def log_values(lo: float, hi: float, default: float) -> list[float]:
     return sorted(set(values))
 
 
-def scrub_values(param, count: int = 17) -> tuple[float, ...]:
-    """The γ (τ) scrub's grid for a rule parameter (guidance.Param): the slider's round values
-    (log_values), thinned to at most `count`, the range's ends kept. It does not depend on the
-    current value: a γ release does not resample γ's grid."""
+def scrub_values(param, count: int = 13) -> tuple[float, ...]:
+    """The γ (τ) scrub's grid for a rule parameter (guidance.Param): `count` of the slider's round
+    values (log_values), evenly spread, the range's ends kept; one count for every knob, so that
+    γ's and τ's sweeps share one compiled sampler. It does not depend on the current value: a γ
+    release does not resample γ's grid."""
     values = log_values(param.lo, param.hi, param.default)
-    step = -(-len(values) // count)
-    return tuple(values[::step] + ([values[-1]] if (len(values) - 1) % step else []))
+    index = np.unique(np.linspace(0, len(values) - 1, min(count, len(values))).round())
+    return tuple(values[int(i)] for i in index)
