@@ -87,7 +87,9 @@ def test_shipped_checkpoints_are_small_and_recorded():
 @pytest.mark.xfail(
     strict=True,
     reason="issue 23 asks TV <= 0.1; measured 0.227 (1000 samples, 30 DDIM steps): the UNet trained in "
-    "the 45-minute, 1-thread budget is too weak (a third of its null-class samples are speckled)",
+    "the 45-minute, 1-thread budget is too weak (a third of its null-class samples are speckled). No "
+    "sampler setting fixes it: the best, 100 steps at eta 1, is 0.124 at n = 500 "
+    "(benchmarks/results/fashion_unguided.md)",
 )
 def test_unguided_histogram_within_issue_tv():
     assert fashion.load_unet()[1]["unguided_check"]["tv_vs_data"] <= 0.1
@@ -178,6 +180,30 @@ def test_fashion_table_end_to_end_tiny(tmp_path, monkeypatch):
     rec = __import__("json").loads((tmp_path / "fashion_table.json").read_text())
     assert [r["rule"] for r in rec["results"]] == ["none", "ncfg", "ccfg"]
     assert (tmp_path / "fashion_tradeoff.png").stat().st_size > 1000
+    assert rec["command"] == md.splitlines()[0][len("Command: `") : -1]
+
+    # a table of ncfg only, then `--rules ccfg,ncfg --merge` it: only the missing ccfg row runs, marked
+    # †, with the numbers of the full run above (the same initial noise)
+    part = tmp_path / "part"
+    common = argv[3:] + ["--threads", "2"]
+    assert cli.dataset_main(["fashion-table", "--out", str(part), "--rules", "ncfg", *common]) == 0
+    first = __import__("json").loads((part / "fashion_table.json").read_text())["command"]
+    merge = ["fashion-table", "--out", str(part), "--rules", "ccfg,ncfg", "--merge"]
+    merge += [str(part / "fashion_table.json"), *common]
+    assert cli.dataset_main(merge) == 0
+    got = __import__("json").loads((part / "fashion_table.json").read_text())
+    assert got["command"] == first and len(got["partial_runs"]) == 1
+    assert got["partial_runs"][0]["unguided_tv_to_table"] == 0.0
+    assert [r["rule"] for r in got["results"]] == ["none", "ncfg", "ccfg"]
+    assert [bool(r.get("partial_run")) for r in got["results"]] == [False, False, True]
+    for mine, full in zip(got["results"], rec["results"]):
+        assert mine["hist"] == pytest.approx(full["hist"]) and mine["fd"] == pytest.approx(
+            full["fd"]
+        )
+    md = (part / "fashion_table.md").read_text()
+    assert md.startswith(f"Command: `{first}`") and "| ccfg † |" in md and "--merge" in md
+    assert cli.dataset_main(merge) == 2  # nothing left to add
+    assert cli.dataset_main(["fashion-table", "--out", str(part), "--rules", "sld", *common]) == 2
 
 
 @needs_model
@@ -195,3 +221,79 @@ def test_push_neg_is_the_ddim_steps_displacement(unet):
 
     _, info = digits.sample(unet, "ncfg", {"gamma": 1.5}, n=2, neg=3, steps=4, hook=hook)
     np.testing.assert_allclose(info["push_neg"], np.stack(moved), rtol=1e-3, atol=1e-6)
+
+
+def _record(rows, **over):
+    """A minimal table record: the unguided row first (histogram of 4 samples), then rows."""
+    base = {"rule": "none", "knobs": {}, "hist": [0.5, 0.5] + [0.0] * 8}
+    rec = {"dataset": "fashion", "classes": [0, 1], "n_per_class": 2, "steps": 2, "seed": 0}
+    return {**rec, "results": [base, *rows], "wall_time_s": 3.0, "threads": 1, **over}
+
+
+def test_dng_series_split_by_temp_and_ccfg_by_tau():
+    row = lambda rule, **k: {"rule": rule, "knobs": k}
+    assert table.series(row("dng", gamma=5.0, temp=1.0)) == "dng"
+    assert table.series(row("dng", gamma=5.0)) == "dng"  # no temp knob: the default 1
+    assert table.series(row("dng", gamma=5.0, temp=0.2)) == "dng Temp=0.2"
+    assert table.series(row("ccfg", gamma=2.0, tau=0.5)) == "ccfg τ=0.5"
+    rows = [
+        row("dng", gamma=1.0, temp=1.0),
+        row("dng", gamma=1.0, temp=0.2),
+        row("ncfg", gamma=1.0),
+    ]
+    assert table.all_series(rows) == ["dng", "dng Temp=0.2", "ncfg"]
+
+
+def test_merge_partial_adds_only_new_settings_marked_and_checks_the_noise():
+    a = {"rule": "dng", "knobs": {"gamma": 10.0, "temp": 1.0}, "removal": 0.5}
+    b = {"rule": "dng", "knobs": {"temp": 0.2, "gamma": 20}, "removal": 0.97}  # int γ, other order
+    old = _record([a])
+    part = _record([dict(a, removal=0.1), b], wall_time_s=7.0)
+    merged = table.merge_partial(old, part, "cmd --rules dng")
+    assert [r["removal"] for r in merged["results"][1:]] == [0.5, 0.97]  # a kept as the table's
+    assert (
+        "partial_run" not in merged["results"][1]
+        and merged["results"][2]["partial_run"] == "cmd --rules dng"
+    )
+    assert merged["partial_runs"] == [
+        {
+            "command": "cmd --rules dng",
+            "wall_time_s": 7.0,
+            "threads": 1,
+            "unguided_tv_to_table": 0.0,
+        }
+    ]
+    assert table.has_setting(merged, "dng", {"gamma": 20.0, "temp": 0.2})
+    assert not table.has_setting(merged, "dng", {"gamma": 20.0, "temp": 1.0})
+    # one of 4 samples judged otherwise: TV 0.25 > 0.005, not the same noise
+    other = _record([b])
+    other["results"][0]["hist"] = [0.25, 0.75] + [0.0] * 8
+    with pytest.raises(ValueError, match="0.250 TV from the table's"):
+        table.merge_partial(old, other, "cmd")
+    with pytest.raises(ValueError, match="differs from the table"):
+        table.merge_partial(old, _record([b], steps=3), "cmd")
+
+
+def test_read_record_takes_the_command_from_json_or_the_markdown(tmp_path):
+    rec = _record([])
+    (tmp_path / "t.json").write_text(__import__("json").dumps(rec))
+    (tmp_path / "t.md").write_text("Command: `python -m x --n 2`\n\n# table\n")
+    assert table.read_record(tmp_path / "t.json") == (rec, "python -m x --n 2")
+    (tmp_path / "t.json").write_text(__import__("json").dumps({**rec, "command": "y"}))
+    assert table.read_record(tmp_path / "t.json")[1] == "y"
+    (tmp_path / "u.json").write_text(__import__("json").dumps(rec))
+    with pytest.raises(ValueError, match="not a table record with its command"):
+        table.read_record(tmp_path / "u.json")  # no command and no markdown
+
+
+def test_matched_takes_the_first_crossing_along_gamma():
+    """Removal 0.8, 0.96, 0.92 at γ 1, 2, 4 (overshoot at 4): 0.9 is crossed between γ 1 and 2, at
+    w = (0.9 − 0.8)/(0.96 − 0.8) = 0.625; 0.95 at w = 0.9375; 0.97 never; 0.5 at γ = 1's row."""
+    rows = [
+        {"rule": "ncfg", "knobs": {"gamma": g}, "removal": r, "kl": kl, "fd": 10.0 * kl}
+        for g, r, kl in ((4.0, 0.92, 9.0), (1.0, 0.8, 1.0), (2.0, 0.96, 3.0))  # out of order
+    ]
+    assert table.matched(rows, "ncfg", 0.9) == pytest.approx({"kl": 2.25, "fd": 22.5})
+    assert table.matched(rows, "ncfg", 0.95)["kl"] == pytest.approx(1 + 0.9375 * 2)
+    assert table.matched(rows, "ncfg", 0.97) is None
+    assert table.matched(rows, "ncfg", 0.5) == pytest.approx({"kl": 1.0, "fd": 10.0})

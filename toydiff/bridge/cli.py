@@ -171,6 +171,17 @@ def _dataset_parser(name: str) -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=50, help="DDIM steps")
     s.add_argument("--batch", type=int, default=1000, help="samples per UNet call")
     s.add_argument(
+        "--rules",
+        default=None,
+        help="only these rules' rows of the default grid, comma-separated (the unguided row always runs)",
+    )
+    s.add_argument(
+        "--merge",
+        default=None,
+        help=f"an existing {name}_table.json: add this (partial) run's new rows to it, marked as such, "
+        "and write the merged table (its command stays the table's)",
+    )
+    s.add_argument(
         "--unet", default=None, help=f"UNet checkpoint stem (default pretrained/{name}_unet)"
     )
     s.add_argument(
@@ -244,19 +255,34 @@ def _table(args, data, command: str) -> None:
     if any(c > 9 for c in classes) or args.n < 2 or args.steps < 1:
         raise ValueError("--classes must lie in 0-9, --n >= 2 and --steps >= 1")
     report = importlib.import_module(f"{__package__}.{TABLES[data.name]}")
+    grid = getattr(report, "DEFAULT_GRID", None) or table.DEFAULT_GRID
+    if args.rules:
+        rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+        if not rules or set(rules) - set(grid):
+            raise ValueError(f"--rules: choose among {', '.join(grid)}")
+        grid = {r: grid[r] for r in rules}
+    old = None
+    if args.merge:  # only the settings the table lacks are run
+        old, old_command = table.read_record(args.merge)
+        grid = {r: [k for k in ks if not table.has_setting(old, r, k)] for r, ks in grid.items()}
+        grid = {r: ks for r, ks in grid.items() if ks}
+        if not grid:
+            raise ValueError(f"--merge {args.merge}: the table has every setting already")
     record = table.run(
         args.out,
         classes,
         args.n,
         args.steps,
         args.seed,
-        grid=getattr(report, "DEFAULT_GRID", None),
+        grid=grid,
         batch=args.batch,
         unet_stem=args.unet,
         judge_stem=args.judge,
         log=lambda m: print(m, flush=True),
         data=data,
     )
+    if old is not None:
+        record, command = table.merge_partial(old, record, command), old_command
     for path in report.write(record, args.out, command):
         print(f"wrote {path}")
 

@@ -39,8 +39,74 @@ DEFAULT_GRID = {
 
 
 def series(row: dict) -> str:
-    """The curve a result row belongs to: the rule, plus τ for CCFG (one curve per τ along γ)."""
-    return f"ccfg τ={row['knobs']['tau']:g}" if row["rule"] == "ccfg" else row["rule"]
+    """The curve a result row belongs to: the rule, plus τ for CCFG (one curve per τ along γ) and
+    Temp for DNG where it is not Bayes' rule's 1 (one curve per Temp)."""
+    if row["rule"] == "ccfg":
+        return f"ccfg τ={row['knobs']['tau']:g}"
+    if row["rule"] == "dng" and row["knobs"].get("temp", 1.0) != 1.0:
+        return f"dng Temp={row['knobs']['temp']:g}"
+    return row["rule"]
+
+
+def read_record(path) -> tuple[dict, str]:
+    """(record, command) of a written table: its JSON, and the command stored there or on the first
+    line of the markdown beside it ("Command: `...`"); problems -> ValueError."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        command = record.get("command")
+        if command is None:
+            first = path.with_suffix(".md").read_text().splitlines()[0]
+            if not (first.startswith("Command: `") and first.endswith("`")):
+                raise ValueError(f"no command on the first line of {path.with_suffix('.md')}")
+            command = first[len("Command: `") : -1]
+    except (OSError, ValueError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path}: not a table record with its command ({e})") from None
+    if not isinstance(record.get("results"), list) or not record["results"]:
+        raise ValueError(f"{path}: not a table record (no results)")
+    return record, command
+
+
+def _key(rule: str, knobs: dict) -> str:
+    return json.dumps([rule, {k: float(v) for k, v in sorted(knobs.items())}])
+
+
+def has_setting(record: dict, rule: str, knobs: dict) -> bool:
+    """Whether record has a row of rule with exactly these knobs."""
+    return any(_key(r["rule"], r["knobs"]) == _key(rule, knobs) for r in record["results"])
+
+
+def merge_partial(record: dict, partial: dict, command: str) -> dict:
+    """record with the rows of a partial run (`partial`: same data set, classes, n, steps, seed) added
+    after its own, each marked with `partial_run` = command; a setting both have keeps the record's.
+
+    Refused (ValueError) unless the runs match and the partial run's unguided row is the record's
+    (the same initial noise, so the added rows compare with the others row for row)."""
+    keys = ("dataset", "classes", "n_per_class", "steps", "seed")
+    if any(record.get(k) != partial.get(k) for k in keys):
+        raise ValueError(f"the partial run differs from the table in {', '.join(keys)}")
+    from .digits import tv
+
+    base, mine = record["results"][0], partial["results"][0]
+    same = tv(mine["hist"], base["hist"]) if mine["rule"] == base["rule"] == "none" else 1.0
+    if same > 0.005:  # more than 1 in 200 samples judged otherwise: not the same initial noise
+        raise ValueError(
+            f"the partial run's unguided histogram is {same:.3f} TV from the table's (other noise)"
+        )
+    added = [
+        {**r, "partial_run": command}
+        for r in partial["results"][1:]
+        if not has_setting(record, r["rule"], r["knobs"])
+    ]
+    partials = record.get("partial_runs", []) + [
+        {
+            "command": command,
+            "wall_time_s": partial["wall_time_s"],
+            "threads": partial["threads"],
+            "unguided_tv_to_table": same,
+        }
+    ]
+    return {**record, "results": record["results"] + added, "partial_runs": partials}
 
 
 def all_series(results: list[dict]) -> list[str]:
@@ -212,20 +278,21 @@ def group(results: list[dict], classes) -> list[dict]:
 
 
 def matched(results: list[dict], name: str, target: float) -> dict | None:
-    """KL, FD, off, pile (and P/R) of a series, interpolated linearly in removal to target (None:
-    unreached)."""
+    """KL, FD, off, pile (and P/R) of a series where its removal first reaches target along γ:
+    interpolated linearly in removal between the two rows around that crossing; the smallest γ's row
+    when it is already past target (None: unreached). A removal that falls again at a larger γ
+    (overshoot into other classes or off the data) does not move the match."""
     rows = sorted(
         (r for r in results if r["rule"] != "none" and series(r) == name),
-        key=lambda r: r["removal"],
+        key=lambda r: r["knobs"].get("gamma", 0.0),
     )
-    rem = np.array([r["removal"] for r in rows])
-    if not len(rows) or rem.max() < target:
+    i = next((j for j, r in enumerate(rows) if r["removal"] >= target), None)
+    if i is None:
         return None
-    out = {}
-    for k in ("kl", "fd", "off", "pile", "precision", "recall"):
-        if k in rows[0]:
-            out[k] = float(np.interp(target, rem, [r[k] for r in rows]))
-    return out
+    lo, hi = rows[max(i - 1, 0)], rows[i]
+    w = 1.0 if i == 0 else (target - lo["removal"]) / (hi["removal"] - lo["removal"])
+    keys = ("kl", "fd", "off", "pile", "precision", "recall")
+    return {k: float(lo[k] + w * (hi[k] - lo[k])) for k in keys if k in hi}
 
 
 def _knobs(k: dict) -> str:
@@ -425,6 +492,6 @@ def write_report(
     stem = out / record.get("dataset", "digits")
     paths = [Path(f"{stem}_table.md"), Path(f"{stem}_table.json"), Path(f"{stem}_{fig_name}.png")]
     paths[0].write_text(md_fn(record, command, "\n".join(filter(None, (notes_fn(record), notes)))))
-    paths[1].write_text(json.dumps(record, indent=1) + "\n")
+    paths[1].write_text(json.dumps({**record, "command": command}, indent=1) + "\n")
     fig_fn(record).savefig(paths[2], dpi=110)
     return paths
