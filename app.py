@@ -823,14 +823,19 @@ def field_fig(
         title,
         f["log_p"].reshape(FIELD_RES, FIELD_RES),
         p_neg,
-        plots.probe_meta(u[::2], _every_other(f), mix.concepts, t, *probe),
+        plots.probe_meta(u[::PROBE_STRIDE], _probe_grid(f), mix.concepts, t, *probe),
     )
 
 
-def _every_other(f: dict) -> dict:
-    """The field's values on every other grid point (21 × 21): the probe interpolates in them."""
+PROBE_STRIDE = 4  # the probe's grid: every 4th field point, 11 × 11 (it rides in every field
+# figure a t move sends); the exact values come on release
+
+
+def _probe_grid(f: dict) -> dict:
+    """The field's values on the probe's grid, which the browser interpolates while dragging."""
+    s = PROBE_STRIDE
     return {
-        k: v.reshape(FIELD_RES, FIELD_RES, *v.shape[1:])[::2, ::2].reshape(-1, *v.shape[1:])
+        k: v.reshape(FIELD_RES, FIELD_RES, *v.shape[1:])[::s, ::s].reshape(-1, *v.shape[1:])
         for k, v in f.items()
     }
 

@@ -191,7 +191,7 @@ SCRUB_AT = """async ([side, index]) => {
   range.value = index;
   range.dispatchEvent(new Event('input'));
   await new Promise(ok => requestAnimationFrame(() => requestAnimationFrame(ok)));
-  return [Array.from(gd.data[0].x), Array.from(gd.data[0].y), range.closest('label').textContent];
+  return [Array.from(gd._scrubXY.x), Array.from(gd._scrubXY.y), range.closest('label').textContent];
 }"""
 
 

@@ -316,12 +316,51 @@ function probeArrows(gd, point, arrows) {
   svg.innerHTML = parts.join('');
 }
 // The scrub (layout.meta.scrub, plots.scrub_meta): a slider per knob under an outcome plot.
-// Dragging it moves the samples (trace 0) between the final samples at the neighbouring grid
-// values, in the browser; on release the value goes to the server (component state 'scrub'),
-// whose rerun draws the exact run at that value.
+// Dragging it moves the samples between the final samples at the neighbouring grid values, in
+// the browser, drawn on a 2D canvas over the axes (a Plotly.restyle of the Scattergl trace took
+// ~45 ms a frame in software WebGL: 21 fps); on release the value goes to the server (component
+// state 'scrub'), whose rerun draws the exact run at that value in the plot again.
+function scrubCanvas(gd) {
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, dpr = window.devicePixelRatio || 1;
+  let c = gd._scrubCanvas;
+  if (!c || c.parentNode !== gd) {
+    c = gd._scrubCanvas = document.createElement('canvas');
+    c.className = 'toydiff-scrub-canvas';
+    gd.style.position = 'relative';
+    gd.appendChild(c);
+    Plotly.restyle(gd, {visible: false}, [0]);  // the plot's own samples, until the rerun
+  }
+  c.style.cssText = `position:absolute;left:${xa._offset}px;top:${ya._offset}px;` +
+    `width:${xa._length}px;height:${ya._length}px;pointer-events:none;z-index:4`;
+  c.width = Math.round(xa._length * dpr);
+  c.height = Math.round(ya._length * dpr);
+  return c;
+}
+function scrubDraw(gd, s, x, y, codes) {
+  const c = scrubCanvas(gd), ctx = c.getContext('2d'), dpr = window.devicePixelRatio || 1;
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = s.size / 2 * dpr;
+  ctx.clearRect(0, 0, c.width, c.height);
+  ctx.globalAlpha = s.opacity;
+  s.colors.forEach((color, k) => {
+    ctx.fillStyle = color;
+    ctx.beginPath();
+    for (let j = 0; j < x.length; j++) {
+      if (codes[j] !== k || !Number.isFinite(x[j]) || !Number.isFinite(y[j])) continue;
+      const px = xa.d2p(x[j]) * dpr, py = ya.d2p(y[j]) * dpr;
+      ctx.moveTo(px + r, py);
+      ctx.arc(px, py, r, 0, 2 * Math.PI);
+    }
+    ctx.fill();
+  });
+  gd._scrubXY = {x, y};  // what is drawn (tests read it)
+}
+function scrubEnd(gd) {  // the plot's own samples again
+  if (gd._scrubCanvas) { gd._scrubCanvas.remove(); gd._scrubCanvas = null; }
+}
 function scrubSetup(gd, scrub) {
   if (gd._toydiffScrub) gd._toydiffScrub.remove();
   gd._toydiffScrub = null;
+  scrubEnd(gd);  // a new figure: its trace is visible
   if (!scrub || !scrub.length) return;
   const bar = gd._toydiffScrub = document.createElement('div');
   bar.className = 'toydiff-scrub';
@@ -343,9 +382,10 @@ function scrubSetup(gd, scrub) {
     };
     let k = 0;  // the current value's position among the grid values
     while (k < g - 2 && v[k + 1] < s.current) k++;
-    range.value = Math.min(Math.max(k + (s.current - v[k]) / (v[k + 1] - v[k]), 0), g - 1);
+    const start = Math.min(Math.max(k + (s.current - v[k]) / (v[k + 1] - v[k]), 0), g - 1);
+    range.value = start;
     const show = pos => { out.textContent = `${s.label} = ${+valueAt(pos).toPrecision(3)}`; };
-    let frame = 0, shown = -1;  // the grid value whose outcome colours are drawn
+    let frame = 0;
     const paint = () => {
       frame = 0;
       const pos = +range.value, i = Math.min(Math.floor(pos), g - 2), a = pos - i;
@@ -354,23 +394,24 @@ function scrubSetup(gd, scrub) {
         x[j] = (1 - a) * xy[p + 2 * j] + a * xy[q + 2 * j];
         y[j] = (1 - a) * xy[p + 2 * j + 1] + a * xy[q + 2 * j + 1];
       }
-      const near = Math.round(pos), update = {x: [x], y: [y]};
-      if (near !== shown) {  // colours change only at the midpoints: fewer colour recalculations
-        update['marker.color'] = [codes.subarray(near * n, (near + 1) * n)];
-        shown = near;
-      }
-      Plotly.restyle(gd, update, [0]);
+      const near = Math.round(pos);
+      scrubDraw(gd, s, x, y, codes.subarray(near * n, (near + 1) * n));
       gd._scrubFrames = (gd._scrubFrames || 0) + 1;
       show(pos);
     };
     range.oninput = () => { if (!frame) frame = requestAnimationFrame(paint); };
     range.onchange = () => {
       const value = +valueAt(+range.value).toPrecision(3);
-      if (gd._toydiffSend) gd._toydiffSend('scrub', {knob: s.knob, value});
+      if (value === +s.current.toPrecision(3)) {  // back where it was: no rerun comes
+        range.value = start;
+        show(start);
+        scrubEnd(gd);
+        Plotly.restyle(gd, {visible: true}, [0]);
+      } else if (gd._toydiffSend) gd._toydiffSend('scrub', {knob: s.knob, value});
     };
     row.append(`drag ${s.label}`, range, out);
     bar.append(row);
-    show(+range.value);
+    show(start);
   }
 }
 function drawSoon(gd, fig) {

@@ -254,6 +254,9 @@ def _point_colors(labels: np.ndarray) -> dict:
     return dict(color=_arr(_codes(labels), np.uint8), colorscale=scale, cmin=0, cmax=n - 1)
 
 
+POINT_SIZE, POINT_OPACITY = 3.5, 0.85  # final samples' markers (the scrub draws them alike)
+
+
 def _points(xy: np.ndarray, labels: np.ndarray) -> dict:
     return dict(
         type="scattergl",
@@ -261,7 +264,7 @@ def _points(xy: np.ndarray, labels: np.ndarray) -> dict:
         y=_arr(xy[:, 1]),
         mode="markers",
         showlegend=False,
-        marker=dict(**_point_colors(labels), size=3.5, opacity=0.85),
+        marker=dict(**_point_colors(labels), size=POINT_SIZE, opacity=POINT_OPACITY),
         hoverinfo="skip",
     )
 
@@ -671,6 +674,9 @@ def scrub_meta(knob: str, label: str, values, current: float, x0: np.ndarray, la
         current=float(current),
         xy=_arr(np.asarray(x0, np.float32).ravel()),
         codes=_arr(_codes(np.asarray(labels)).ravel(), np.uint8),
+        colors=list(OUTCOME_COLORS.values()),  # of codes 0, 1, 2, as _points draws them
+        size=POINT_SIZE,
+        opacity=POINT_OPACITY,
     )
 
 
