@@ -633,7 +633,7 @@ def _picture_first(page, size):
             _inside(rect, g, "plot")
 
 
-@pytest.mark.slow  # 14 scenes × 3 sizes: ≈ 2–4 min; the default run checks the default view
+@pytest.mark.slow  # 12 scenes × 3 sizes: ≈ 7 min; the default run checks the default view
 @pytest.mark.parametrize("size", [(1366, 768), (1280, 720), (1920, 1080)])
 def test_picture_first_in_every_curated_scene(browser, app_url, size):
     """Issue 22, item 1 for every curated scene's link (not presented): picture first."""
