@@ -869,11 +869,22 @@ SCRUB_KNOBS = ("gamma", "tau")  # the knobs a column's outcome view scrubs, wher
 
 
 def outcome_view(scenes: dict, runs: dict, net: str | None):
-    st.subheader("Outcome against the ideal target")
+    head, switch = st.columns([3, 2], vertical_alignment="bottom")
+    head.subheader("Outcome against the ideal target")
+    scrub_on = switch.toggle(
+        "drag γ, τ under the plots",
+        False,
+        key="scrub",
+        help="Samples each column at 13 values of γ (and of τ) in one vmapped call, so that a "
+        "slider under its plot moves the samples with no server round trip while you drag; "
+        "let go and the column runs at that value. Costs 13 runs per knob and column after "
+        "every change (seconds on the tree).",
+    )
     for side, col in columns_for(scenes).items():
         scene, run = scenes[side], runs[side]
         params = guidance.rule(scene.method).all_params
-        grids = {k: state.scrub_values(params[k]) for k in SCRUB_KNOBS if k in params}
+        knobs = [k for k in SCRUB_KNOBS if k in params] if scrub_on else []
+        grids = {k: state.scrub_values(params[k]) for k in knobs}
 
         def figure(scene=scene, run=run, grids=grids):
             bg = background(mix_key(scene), scene.positive, scene.negative)
@@ -898,11 +909,15 @@ def outcome_view(scenes: dict, runs: dict, net: str | None):
             )
 
         on = {"scrub": functools.partial(_scrub_released, f"outcome.{side}", side, scene.method)}
-        draw(col, "outcome", side, scene, net, figure, on=on)
+        draw(col, "outcome", side, scene, net, figure, scrub_on, on=on)
     st.caption(
-        "Blue shade: the ideal target density p(x | positive, ¬negative) at t = 0. Drag γ (or τ) "
-        "under a plot: its samples move between runs at neighbouring values, sampled together "
-        "beforehand; let go and the column runs at that value."
+        "Blue shade: the ideal target density p(x | positive, ¬negative) at t = 0."
+        + (
+            " Drag γ (or τ) under a plot: its samples move between runs at neighbouring values, "
+            "sampled together beforehand; let go and the column runs at that value."
+            if scrub_on
+            else ""
+        )
     )
 
 

@@ -183,6 +183,11 @@ def probe_and_scrub(page) -> tuple[list[float], list[float], list[float]]:
     second (3 drags), and s from a γ scrub release to the first scrub of the new figure (5)."""
     probe = [page.evaluate(PROBE_DRAG, [60]) for _ in range(3)]
     wait_idle(page)
+    page.get_by_text("drag γ, τ under the plots").click()  # the scrub's sweeps: off by default
+    page.wait_for_function(
+        "document.querySelectorAll('.toydiff-scrub').length >= 2", timeout=120_000
+    )
+    wait_idle(page)
     scrub = [page.evaluate(SCRUB_DRAG, [60]) for _ in range(3)]
     release = []
     for index in (3, 5, 7, 9, 11):

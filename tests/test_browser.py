@@ -208,6 +208,8 @@ def test_gamma_scrub_moves_the_samples_and_grid_values_are_exact_runs(page, app_
 
     name, side = "why_ncfg_fails", 1
     _goto(page, f"{app_url}/?scene={name}")
+    assert page.locator(".toydiff-scrub").count() == 0  # off until asked for: 13 runs a knob
+    page.get_by_text("drag γ, τ under the plots").click()
     page.wait_for_function(
         "document.querySelectorAll('.toydiff-scrub').length >= 2", timeout=120_000
     )
