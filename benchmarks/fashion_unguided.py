@@ -1,17 +1,19 @@
 """Where the Fashion-MNIST UNet's unguided (null-class) judged histogram misses the issue's TV ≤ 0.1:
 the sampler's steps, DDIM η, timestep spacing and x̂0 clipping, at a fixed sample size and seed.
 
-    python benchmarks/fashion_unguided.py '[{"n": 500, "steps": 10, "eta": 0.0}, ...]'
+    python benchmarks/fashion_unguided.py '[{"n": 500, "steps": 10, "eta": 0.0}, ...]' \
+        [--unet pretrained/fashion_unet] [--threads 1]
 
 Each setting: n null-class samples from the same initial noise (seed 0), judged by the shipped judge;
 one JSON line per setting with the judged histogram, its TV to the data's class rates and the
 off-manifold share (judge max-softmax < 0.5). Settings keys: n, steps, eta, spacing ('leading', the
 bridge's, or 'trailing'), clip (DDIMScheduler clip_sample). The numbers are in
-results/fashion_unguided.md. Runs on 1 torch thread.
+results/fashion_unguided.md. --unet: another UNet checkpoint stem (default the shipped one).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -46,10 +48,15 @@ def unguided(unet, n, steps, eta, spacing="leading", clip=False, seed=0, batch=5
 
 
 def main(argv: list[str]) -> None:
-    torch.set_num_threads(1)
-    unet, judge = fashion.load_unet()[0], fashion.load_judge()[0]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("settings", help="a JSON list of settings (keys of `unguided`)")
+    ap.add_argument("--unet", default=fashion.UNET_STEM, help="UNet checkpoint stem")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    unet, judge = fashion.load_unet(args.unet)[0], fashion.load_judge()[0]
     rates = digits.class_rates(fashion.load("all")[1])
-    for setting in json.loads(argv[0]):
+    for setting in json.loads(args.settings):
         t0 = time.time()
         x = unguided(unet, **setting)
         labels, conf, _ = digits.judge_images(judge, x)

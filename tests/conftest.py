@@ -24,9 +24,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-# No JAX persistent compilation cache in the test process (AppTest runs app.py in-process, which
-# would switch it on); the Streamlit servers the tests start keep the app's cache folder.
-os.environ["TOYDIFF_JAX_CACHE"] = ""
+# JAX's persistent compilation cache, shared by the test workers, the app run in-process by AppTest
+# and the Streamlit servers the tests start: the app's folder (.jax_cache, or TOYDIFF_JAX_CACHE), so
+# that a sampler compiled once is loaded (≈ 16 ms) by every other process. Switched on before the
+# first JAX operation. (Runs with it crashed before the memory-map bound below existed: that, not
+# the cache, was the cause.) TOYDIFF_JAX_CACHE='' switches it off.
+os.environ.setdefault("TOYDIFF_JAX_CACHE", str(ROOT / ".jax_cache"))
+if os.environ["TOYDIFF_JAX_CACHE"]:
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["TOYDIFF_JAX_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 # Every compiled CPU executable holds about three memory maps until JAX's caches drop it. One
 # process running the whole suite crossed Linux's vm.max_map_count (65530) near test 530 and XLA's
 # JIT crashed (SIGSEGV/SIGABRT, fresh-clone CI, 2026-12-06; 32 877 maps after 111 tests).

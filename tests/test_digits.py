@@ -175,6 +175,30 @@ def test_frechet_and_tv_closed_forms():
     assert digits.tv([1, 1, 0], [0, 1, 1]) == pytest.approx(0.5)
 
 
+def test_min_snr_weight_is_its_closed_form():
+    """Min-SNR-γ for ε-prediction (Hang et al. 2023): min(SNR, γ)/SNR, SNR = ᾱ/(1 − ᾱ)."""
+    ab = torch.tensor([0.01, 0.5, 5 / 6, 0.9, 0.999])  # SNR 1/99, 1, 5, 9, 999
+    want = [1.0, 1.0, 1.0, 5 / 9, 5 / 999]
+    np.testing.assert_allclose(digits.snr_weight(ab, 5.0).numpy(), want, rtol=1e-4)
+    assert torch.equal(digits.snr_weight(ab, 0.0), torch.ones(5))
+
+
+def test_train_keep_judge_trains_a_fresh_unet_beside_the_judge(tmp_path, unet):
+    """`digits-train --keep-judge`: out's judge is kept byte for byte, a new UNet (not the shipped
+    one's weights) is written, and its record names the loss weighting."""
+    for f in ("digits_judge.json", "digits_judge.safetensors"):
+        shutil.copy(digits.JUDGE_STEM.with_name(f), tmp_path / f)
+    before = (tmp_path / "digits_judge.safetensors").read_bytes()
+    argv = ["bridge", "digits-train", "--out", str(tmp_path), "--keep-judge", "--steps", "2"]
+    assert main(argv + ["--check-n", "8", "--check-steps", "2", "--min-snr", "5"]) == 0
+    assert (tmp_path / "digits_judge.safetensors").read_bytes() == before
+    fresh, meta = digits.load_unet(tmp_path / "digits_unet")
+    assert meta["train"]["steps"] == 2 and meta["train"]["min_snr"] == 5.0
+    assert "continues" not in meta["train"]
+    w = next(iter(unet.state_dict().values()))
+    assert not torch.equal(next(iter(fresh.state_dict().values())), w)
+
+
 def test_table_command_end_to_end_tiny(tmp_path, monkeypatch):
     small = {"ncfg": [{"gamma": 1.0}], "ccfg": [{"gamma": 2.0, "tau": 0.5}]}
     monkeypatch.setattr(table, "DEFAULT_GRID", small)

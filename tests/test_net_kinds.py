@@ -34,7 +34,9 @@ def test_everywhere_recipe_is_exact_targets_with_the_box_proposal():
     tree = train.preset_config("tree", "everywhere", steps=10)
     assert (tree.t_lognormal, tree.proposal, tree.steps) == (0.5, 0.5, 10)
     assert train.preset_config(None) == train.TrainConfig(steps=24_000)  # an inline mixture
-    assert train.preset_config(None, "everywhere") == train.TrainConfig(target="exact", proposal=0.5)
+    assert train.preset_config(None, "everywhere") == train.TrainConfig(
+        target="exact", proposal=0.5
+    )
     with pytest.raises(ValueError, match="^proposal: .*target='exact'"):
         train.TrainConfig(proposal=0.5)
     with pytest.raises(ValueError, match="^net: 'wide' is not one of standard, everywhere"):

@@ -130,9 +130,19 @@ TRAIN_DEFAULTS = {
         judge_batch=64,
         check_n=2000,
         check_steps=50,
+        p_uncond=0.15,
+        min_snr=0.0,
     ),
     "fashion": dict(
-        steps=2400, batch=64, lr=2e-3, judge_epochs=4, judge_batch=128, check_n=1000, check_steps=20
+        steps=6000,
+        batch=64,
+        lr=2e-3,
+        judge_epochs=4,
+        judge_batch=128,
+        check_n=1000,
+        check_steps=50,
+        p_uncond=0.2,
+        min_snr=5.0,
     ),
 }
 
@@ -154,7 +164,18 @@ def _dataset_parser(name: str) -> argparse.ArgumentParser:
     t.add_argument("--check-n", type=int, default=d["check_n"], help="unguided samples judged")
     t.add_argument("--check-steps", type=int, default=d["check_steps"], help="their DDIM steps")
     t.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
-    t.add_argument("--p-uncond", type=float, default=0.15, help="share of null-class labels")
+    t.add_argument(
+        "--p-uncond", type=float, default=d["p_uncond"], help="share of null-class labels"
+    )
+    t.add_argument(
+        "--min-snr",
+        type=float,
+        default=d["min_snr"],
+        help="Min-SNR-γ loss weight min(SNR, γ)/SNR (0: unweighted ε loss)",
+    )
+    t.add_argument(
+        "--keep-judge", action="store_true", help="keep --out's judge and train a fresh UNet"
+    )
     t.add_argument(
         "--resume",
         action="store_true",
@@ -242,6 +263,8 @@ def _train(args, data) -> None:
         check_steps=args.check_steps,
         p_uncond=args.p_uncond,
         resume=args.resume,
+        keep_judge=args.keep_judge,
+        min_snr=args.min_snr,
     )
 
 

@@ -267,9 +267,14 @@ def train_unet(
     data: Dataset | None = None,
     device: str = "cpu",
     init: nn.Module | None = None,
+    min_snr: float = 0.0,
 ) -> tuple[nn.Module, dict]:
     """(EMA UNet, record): ε-prediction on the training split, labels dropped to NULL with p_uncond;
-    init: a UNet to continue from (weights and EMA start there)."""
+    init: a UNet to continue from (weights and EMA start there).
+
+    min_snr > 0 weights each sample's loss by min(SNR_t, min_snr) / SNR_t, SNR_t = ᾱ_t / (1 − ᾱ_t)
+    (Min-SNR-γ for ε-prediction, Hang et al. 2023, eq. 9): the nearly clean steps, which ε-prediction
+    over-weights, count less, and training converges faster."""
     data = data or DIGITS
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -296,7 +301,8 @@ def train_unet(
         noise = torch.randn(x0.shape, generator=g).to(device)
         a = ab[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = nn.functional.mse_loss(unet(xt, t, class_labels=labels).sample, noise)
+        err = (unet(xt, t, class_labels=labels).sample - noise).square().mean((1, 2, 3))
+        loss = (err * snr_weight(a.flatten(), min_snr)).mean()
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -327,8 +333,17 @@ def train_unet(
         "train_size": len(y),
         "threads": torch.get_num_threads(),
         "device": str(device),
+        **({"min_snr": min_snr} if min_snr > 0 else {}),
     }
     return avg, record
+
+
+def snr_weight(ab: torch.Tensor, min_snr: float) -> torch.Tensor:
+    """min(SNR, min_snr) / SNR of ᾱ (SNR = ᾱ / (1 − ᾱ)); ones when min_snr ≤ 0."""
+    if min_snr <= 0:
+        return torch.ones_like(ab)
+    snr = ab / (1 - ab)
+    return snr.clamp(max=min_snr) / snr
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -558,22 +573,25 @@ def train_all(
     check_steps: int = 50,
     p_uncond: float = 0.15,
     resume: bool = False,
+    keep_judge: bool = False,
+    min_snr: float = 0.0,
 ) -> dict:
     """Trains judge and UNet, checks unguided samples, writes <name>_{unet,judge}.* in out.
 
     resume: keep out's judge and continue training out's UNet (its record nests the earlier one, and
-    total_wall_time_s adds up both runs)."""
+    total_wall_time_s adds up both runs); keep_judge: keep out's judge, train a fresh UNet."""
     data = data or DIGITS
     torch.set_num_threads(threads)
     t_start = time.time()
     out = Path(out)
     init, before = None, {}
-    if resume:
+    if resume or keep_judge:
         judge, jmeta = load_judge(out / f"{data.name}_judge", f"{data.name}_judge")
         jrec = jmeta["train"]
+    if resume:
         init, umeta = load_unet(out / f"{data.name}_unet", f"{data.name}_unet")
         before = {"continues": umeta["train"]}
-    else:
+    if not (resume or keep_judge):
         judge, jrec = train_judge(
             judge_epochs, judge_batch, seed=seed, log=log, data=data, device=device
         )
@@ -587,7 +605,16 @@ def train_all(
         )
     log(f"judge: held-out accuracy {jrec['test_accuracy']:.4f} in {jrec['wall_time_s']} s")
     unet, urec = train_unet(
-        unet_steps, batch, lr, p_uncond, seed=seed, log=log, data=data, device=device, init=init
+        unet_steps,
+        batch,
+        lr,
+        p_uncond,
+        seed=seed,
+        log=log,
+        data=data,
+        device=device,
+        init=init,
+        min_snr=min_snr,
     )
     urec.update(before)
     x, _ = sample(unet, "none", n=check_n, steps=check_steps, seed=seed, batch=500)
