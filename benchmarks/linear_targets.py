@@ -32,9 +32,8 @@ from toydiff import exact, metrics, mixtures
 from toydiff.scene import Scene, run
 
 N, STEPS, PI, OTHER_SETS = 2000, 100, 0.95, 8
-SEEDS = (
-    4  # DNG's leakage pools the runs of seeds 0-3 (8 000 samples): its se ≤ 0.0034 on every preset
-)
+# DNG's leakage pools the runs of seeds 0 to SEEDS − 1 (8 000 samples): its se ≤ 0.0034 on every preset
+SEEDS = 4
 SD_DRAWS = 200  # the sd behind |E|/sd: exact-vs-exact energies (toydiff.run's own sd uses 32)
 # on this mixture every point is partly "c" (r ≥ 0.57), so at π = 0.6 the de-mixed target is a
 # mixture of the two components: 86 % on the left mode where p(x | c) has 71 %
@@ -101,6 +100,18 @@ def null_sd(mix, negative=None, draws: int = SD_DRAWS, n: int = N) -> float:
     return metrics.reference(mix, None, negative, n, draws=draws).baseline_sd
 
 
+def energy_columns(m: dict, x0, mix, sd: float, negative=None) -> dict:
+    """A row's energy columns: toydiff.run's energy and sd, the sd given, |E|/sd and the
+    mean over other target sets."""
+    return dict(
+        energy=m["energy"],
+        sd_run=m["energy_baseline_sd"],
+        sd=sd,
+        ratio=abs(m["energy"]) / sd,
+        other_sets=other_sets(mix, x0, sd, negative),
+    )
+
+
 def _soft_leakage(scene: Scene, x) -> np.ndarray:
     """(M,) exact p(n | x) of the finite samples: the per-sample soft leakage of metrics.evaluate."""
     x = np.asarray(x)
@@ -140,18 +151,14 @@ def fbg_row(eta: float, steps: int = STEPS) -> dict:
         | dict(steps=steps, eta=eta, n=N, seed=0)
     )
     target, x0 = demixed_mixture(soft, "c", SOFT_PI), run(scene)[0].x0
-    m, sd = metrics.evaluate(target, x0), null_sd(target)
+    m = metrics.evaluate(target, x0)
     return dict(
         rule="fbg_oracle",
         preset="soft (inline, π = 0.6)",
         concept="c",
         eta=eta,
         density=is_density(soft, "c", SOFT_PI),
-        energy=m["energy"],
-        sd_run=m["energy_baseline_sd"],
-        sd=sd,
-        ratio=abs(m["energy"]) / sd,
-        other_sets=other_sets(target, x0, sd),
+        **energy_columns(m, x0, target, null_sd(target)),
     )
 
 
@@ -172,7 +179,6 @@ def dng_row(
     result, m = run(scene)
     x0 = np.concatenate([result.x0] + [run(scene.replace(seed=s))[0].x0 for s in range(1, seeds)])
     mix = scene.build_mixture()
-    sd = null_sd(mix, concept, sd_draws)
     return dict(
         rule="dng_oracle",
         preset=preset,
@@ -182,11 +188,7 @@ def dng_row(
         ideal_leakage=target_leakage(scene),
         leak_se=leak_se(scene, x0),
         off_support=m["off_support"],
-        energy=m["energy"],
-        sd_run=m["energy_baseline_sd"],
-        sd=sd,
-        ratio=abs(m["energy"]) / sd,
-        other_sets=other_sets(mix, result.x0, sd, concept),
+        **energy_columns(m, result.x0, mix, null_sd(mix, concept, sd_draws), concept),
     )
 
 
@@ -198,18 +200,13 @@ def unguided_row(preset: str, eta: float, steps: int = STEPS) -> dict:
     )
     result, m = run(scene)
     mix = scene.build_mixture()
-    sd = null_sd(mix)
     return dict(
         rule="none",
         preset=preset,
         concept="—",
         eta=eta,
         off_support=m["off_support"],
-        energy=m["energy"],
-        sd_run=m["energy_baseline_sd"],
-        sd=sd,
-        ratio=abs(m["energy"]) / sd,
-        other_sets=other_sets(mix, result.x0, sd),
+        **energy_columns(m, result.x0, mix, null_sd(mix)),
     )
 
 

@@ -588,10 +588,7 @@ def train_all(
     if resume or keep_judge:
         judge, jmeta = load_judge(out / f"{data.name}_judge", f"{data.name}_judge")
         jrec = jmeta["train"]
-    if resume:
-        init, umeta = load_unet(out / f"{data.name}_unet", f"{data.name}_unet")
-        before = {"continues": umeta["train"]}
-    if not (resume or keep_judge):
+    else:
         judge, jrec = train_judge(
             judge_epochs, judge_batch, seed=seed, log=log, data=data, device=device
         )
@@ -603,6 +600,9 @@ def train_all(
             train=jrec,
             data=data.description + "; the judge's accuracy is on the held-out split",
         )
+    if resume:
+        init, umeta = load_unet(out / f"{data.name}_unet", f"{data.name}_unet")
+        before = {"continues": umeta["train"]}
     log(f"judge: held-out accuracy {jrec['test_accuracy']:.4f} in {jrec['wall_time_s']} s")
     unet, urec = train_unet(
         unet_steps,
