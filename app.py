@@ -368,7 +368,8 @@ def common_ui() -> dict:
         key="eta",
         step=0.05,
         **state.widget_kwargs("eta", value=0.0),
-        help="DDIM stochasticity: 0 = deterministic DDIM, 1 = DDPM.",
+        help="Stochasticity of the ddim and dpmpp_2m_sde solvers: 0 = their ODE (deterministic "
+        "DDIM, DPM-Solver++(2M)), 1 = DDPM / the SDE.",
     )
     steps = sb.slider(
         "steps",
@@ -408,9 +409,9 @@ def common_ui() -> dict:
         key="solver",
         format_func=lambda s: f"{s}: {solvers.SOLVERS[s].help}",
         help="How a step moves x_t (toydiff.solvers): DDIM(η) on the schedule's timesteps, Euler "
-        "or Heun on the EDM σ grid, Euler on the rectified-flow path. Every path shares the "
-        "same exact mixture and nets. A rule whose state filters a stochastic chain (tracked "
-        "DNG) needs ddim.",
+        "or Heun on the EDM σ grid, Euler on the rectified-flow path, DPM-Solver++(2M) SDE "
+        "(second order; η as for DDIM). Every path shares the same exact mixture and nets. A "
+        "rule whose state filters the DDPM chain (tracked DNG, FBG) needs ddim.",
     )
     return dict(
         preset=preset,

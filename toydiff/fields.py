@@ -49,7 +49,8 @@ def field(config: SamplerConfig, den: Denoiser, cond: Cond, knobs: dict, x: jax.
     kappa = jnp.minimum(schedule.kernel_kappa(ab, ab_next) / ref, schedule.KAPPA_MAX)
     cache = {}
     model = model_at(cfg, den, concepts, knobs, extra, kappa, cache)
-    x_next, pred, _ = solvers.solver(config.solver).step(model, x, ab, ab_next, 0.0, 0.0)
+    solver = solvers.solver(config.solver)
+    x_next, pred, _, _ = solver.advance(model, x, ab, ab_next, 0.0, 0.0, solver.start(x))
     branches = cache["branches"]
     posteriors = exact.posteriors(den.mix, x, ab)
     logw = jnp.log(den.mix.weights) + jnp.log1p(-den.mix.membership[cond.neg])

@@ -59,6 +59,7 @@ class Cond(NamedTuple):
 class SampleCarry(NamedTuple):
     x: jax.Array  # (N, 2) x_t (VP coordinates, whatever the solver)
     state: object  # the rule's state pytree (guidance.State), None without one
+    memory: object = None  # a multistep solver's memory (solvers.Solver.memory), else None
 
 
 class Result(NamedTuple):
@@ -75,13 +76,14 @@ def effective_eta(rule: str, eta: float) -> float:
 
 
 def check(config: SamplerConfig) -> None:
-    """ValueError when the rule's state cannot run on the solver (a stochastic chain needs one)."""
+    """ValueError when the rule's state cannot run on the solver: a state that filters the chain
+    (tracked DNG, FBG) needs a step that is the DDPM kernel at η = 1 (`Solver.stochastic`)."""
     r, s = guidance.rule(config.rule), solvers.solver(config.solver)
     if r.state is not None and r.state.eta is not None and not s.stochastic:
         ok = ", ".join(n for n, v in solvers.SOLVERS.items() if v.stochastic)
         raise ValueError(
             f"solver: {config.rule!r} updates its state on a stochastic step; solver "
-            f"{config.solver!r} is deterministic (use {ok})"
+            f"{config.solver!r} has no DDPM-kernel step for it to filter (use {ok})"
         )
 
 
@@ -203,7 +205,7 @@ def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, kno
         cache = {}
         model = model_at(config, den, concepts, knobs, extra, kappa, cache)
         z = jax.random.normal(jax.random.fold_in(noise_key, i), carry.x.shape)
-        x_next, pred, b = solver.step(model, carry.x, ab, ab_n, z, eta)
+        x_next, pred, b, memory = solver.advance(model, carry.x, ab, ab_n, z, eta, carry.memory)
         info = dict(pred.info)
         inside = (cache["t"] >= knobs["t_lo"]) & (cache["t"] <= knobs["t_hi"])
         push = push_neg(info, b, inside)
@@ -214,11 +216,11 @@ def sample(config: SamplerConfig, den: Denoiser, key: jax.Array, cond: Cond, kno
             state = r.state.update(
                 state, at._replace(x_next=x_next, branches=cache["branches"]), knobs
             )
-        return SampleCarry(x_next, state), (x_next, info)
+        return SampleCarry(x_next, state, memory), (x_next, info)
 
     state = r.state.init(x_T, knobs) if r.state else None
     inputs = (jnp.arange(config.steps), jnp.asarray(levels[:-1]), jnp.asarray(levels[1:]), kappas)
-    carry, (xs, info) = jax.lax.scan(step, SampleCarry(x_T, state), inputs)
+    carry, (xs, info) = jax.lax.scan(step, SampleCarry(x_T, state, solver.start(x_T)), inputs)
     return Result(carry.x, jnp.concatenate([x_T[None], xs]), info)
 
 

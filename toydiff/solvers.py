@@ -15,6 +15,13 @@ re-noising direction a rule may ask for), `z` is standard normal noise shaped li
 scene's η; `b` is the coefficient of the (first) ε̂ in x_next, so that the push of a guidance term
 δε on x is |b|·‖δε‖. `grid(kind, steps) -> (steps + 1,) ᾱ levels` from ᾱ_{T−1} (pure noise) to
 1 (data) says where its steps go. Register a new one with `register(name, step, grid)`.
+
+A multistep solver remembers earlier steps: it registers `memory(x) -> mem` (a pytree, its value
+before the first step), and its step takes `mem` last and returns it last,
+
+    step(model, x, ab, ab_next, z, eta, mem) -> (x_next, pred, b, mem)
+
+`Solver.advance` calls either kind with the memory signature.
 """
 
 from __future__ import annotations
@@ -41,9 +48,20 @@ class Solver(NamedTuple):
     name: str
     step: Callable  # (model, x, ab, ab_next, z, eta) -> (x_next, Prediction, b)
     grid: Callable  # (kind, steps) -> (steps + 1,) float32 ᾱ levels, ᾱ_{T−1} ... 1
-    stochastic: bool = False  # draws z with η (a state that filters a stochastic chain needs it)
+    stochastic: bool = False  # its η = 1 step is the DDPM kernel that a filtering state assumes
     help: str = ""
     evals: int = 1  # network evaluations per step (Heun: 2)
+    memory: Callable | None = None  # x -> a multistep solver's memory before its first step
+
+    def start(self, x):
+        """The memory before the first step from x (None for a one-step solver)."""
+        return None if self.memory is None else self.memory(x)
+
+    def advance(self, model, x, ab, ab_next, z, eta, mem):
+        """One step with the memory signature: (x_next, Prediction, b, mem)."""
+        if self.memory is None:
+            return (*self.step(model, x, ab, ab_next, z, eta), mem)
+        return self.step(model, x, ab, ab_next, z, eta, mem)
 
 
 # ------------------------------------------------------------------------------------------- grids
@@ -136,6 +154,38 @@ def flow_euler(model, x, ab, ab_next, z, eta):
     return x_next, pred, c_next * (s_next - s) * (1 + jnp.sqrt((1 - ab) / ab))
 
 
+class Memory(NamedTuple):
+    """DPM-Solver++(2M)'s memory: the previous step's x̂0 and its h = log(σ/σ'); `has` 0 before it."""
+
+    x0: Array
+    h: Array
+    has: Array
+
+
+def dpmpp_2m_sde(model, x, ab, ab_next, z, eta, mem):
+    """DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion `sample_dpmpp_2m_sde`, midpoint), in VE
+    coordinates with h = log(σ/σ'), r = e^{−(1+η)h}: x' = (σ'/σ)e^{−ηh} x + (1 − r)(D + (h/2h_prev)
+    (D − D_prev)) + σ'√(1 − e^{−2ηh}) z, D = x̂0; the first step has no D_prev, the last (σ' = 0)
+    returns D. η = 1: its first-order part is the DDPM kernel; η = 0: DPM-Solver++(2M), an ODE."""
+    pred = model(x, ab)
+    d = x0_of(x, pred.eps, ab)
+    sigma, sigma_next = sigma_of(ab), sigma_of(ab_next)
+    last = ab_next >= 1
+    h = jnp.log(sigma / jnp.where(last, sigma, sigma_next))
+    r = jnp.exp(-(1 + eta) * h)
+    slope = mem.has * h / (2 * mem.h)  # the midpoint correction's weight on D − D_prev
+    x_ve = (sigma_next / sigma) * jnp.exp(-eta * h) * x / jnp.sqrt(ab)
+    x_ve = x_ve + (1 - r) * (d + slope * (d - mem.x0))
+    x_ve = x_ve + sigma_next * jnp.sqrt(-jnp.expm1(-2 * eta * h)) * z
+    x_ve = jnp.where(last, d, x_ve)
+    b = -sigma * jnp.where(last, 1.0, jnp.sqrt(ab_next) * (1 - r) * (1 + slope))
+    return jnp.sqrt(ab_next) * x_ve, pred, b, Memory(d, h, jnp.ones_like(mem.has))
+
+
+def _no_memory(x) -> Memory:
+    return Memory(jnp.zeros_like(x), jnp.ones((), x.dtype), jnp.zeros((), x.dtype))
+
+
 SOLVERS: dict[str, Solver] = {}
 
 
@@ -146,11 +196,13 @@ def register(
     stochastic: bool = False,
     help: str = "",
     evals: int = 1,
+    memory: Callable | None = None,
 ) -> Solver:
     """Registers a solver under `name` (scene key `solver`); see the module docstring for the
-    signatures of `step` and `grid`; `evals`: network evaluations per step. Returns it."""
+    signatures of `step`, `grid` and a multistep solver's `memory`; `evals`: network evaluations
+    per step. Returns it."""
     doc = help or (step.__doc__ or "").split("\n")[0]
-    SOLVERS[name] = Solver(name, step, grid, stochastic, doc, evals)
+    SOLVERS[name] = Solver(name, step, grid, stochastic, doc, evals, memory)
     return SOLVERS[name]
 
 
@@ -158,6 +210,13 @@ register("ddim", ddim, vp_grid, stochastic=True, help="DDIM(η) on the schedule'
 register("heun", heun, karras_grid, help="Heun (2nd order) on the EDM σ grid", evals=2)
 register("euler", euler, karras_grid, help="Euler on the EDM σ grid")
 register("flow_euler", flow_euler, flow_grid, help="Euler on the rectified-flow path")
+register(
+    "dpmpp_2m_sde",
+    dpmpp_2m_sde,
+    karras_grid,
+    help="DPM-Solver++(2M) SDE on the EDM σ grid (η = 1; η = 0 its ODE)",
+    memory=_no_memory,
+)
 
 
 def solver(name: str) -> Solver:
