@@ -23,7 +23,7 @@ from diffusers import (  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
 from toydiff import atlas, guidance  # noqa: E402
-from toydiff.bridge import loop, sd  # noqa: E402
+from toydiff.bridge import cli, loop, sd  # noqa: E402
 
 PROMPT, NEGATIVE, GAMMA, STEPS = "a red cat", "a blue dog", 7.5, 4
 WARN = "ignore:no CUDA device"
@@ -202,6 +202,15 @@ STATE_KNOBS = dict(
 )
 
 
+def sd_cli_args(*extra: str):
+    """`python -m toydiff.bridge sd ...`'s parsed options, with the required ones filled in."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return p.parse_args(["sd", "--model", "m", "--negative", NEGATIVE, "--out", "o", *extra])
+
+
 def _record(pipe, monkeypatch):
     """Lists filled by a run: the UNet's outputs, and (ε, t, x, η) of each scheduler.step call."""
     unet_out, stepped = [], []
@@ -264,6 +273,31 @@ def _fbg_next(log_r, log_ratio, levels, knobs):
     evidence = tau * log_ratio
     floor = np.log((1 - knobs["pi"]) * knobs["lam_max"] / (knobs["lam_max"] - 1))
     return np.clip(log_r + evidence + delta, floor, 3.0)
+
+
+@pytest.mark.filterwarnings(WARN)
+def test_a_weight_schedule_scales_gamma_per_step_as_in_the_toy(sd15, monkeypatch):
+    """`bridge sd --weight-schedule window --knob g_late=-0.5 --knob t_switch=500`: CFG's ε at step
+    t is ε_∅ + γg(t)(ε_p − ε_∅) with g = 1 for t ≥ 500 and −0.5 below (MATH §3.3), written out."""
+    args = sd_cli_args(
+        "--weight-schedule", "window", "--knob", "g_late=-0.5", "--knob", "t_switch=500"
+    )
+    _, _, _, extra = cli.job_of(args)
+    knobs = loop.default_knobs("cfg", gamma=GAMMA, **extra)
+    assert (knobs["g_schedule"], knobs["g_late"], knobs["t_switch"]) == (4.0, -0.5, 500.0)
+    unet_out, stepped, handle = _record(sd15, monkeypatch)
+    try:
+        sd.generate(sd15, PROMPT, NEGATIVE, "cfg", knobs, [0], steps=STEPS, output_type="latent")
+    finally:
+        handle.remove()
+    ts = [int(t) for _, t, _, _ in stepped]
+    assert min(ts) < 500 <= max(ts)  # both sides of the switch
+    for out, (eps, t, _, _) in zip(unet_out, stepped, strict=True):
+        uncond, pos, _ = out.chunk(3)
+        g = 1.0 if int(t) >= 500 else -0.5
+        torch.testing.assert_close(eps, uncond + GAMMA * g * (pos - uncond), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="only --weight-schedule window reads it"):
+        cli.job_of(sd_cli_args("--knob", "g_late=-0.5"))
 
 
 @pytest.mark.filterwarnings(WARN)

@@ -361,6 +361,14 @@ def interval(eps_guided: Array, eps_unguided: Array, t, *, t_lo, t_hi) -> Array:
 
 
 WEIGHT_SCHEDULES = ("constant", "linear_up", "linear_down", "triangle", "window")
+SCHEDULE_KNOBS = ("g_schedule", "g_late", "t_switch")  # weight's knobs (g_schedule: the index)
+
+
+def schedule_knobs(name: str = "constant", g_late: float = 0.0, t_switch: float = STEPS_T / 2):
+    """The knobs of a named weight schedule; ValueError lists the names."""
+    if name not in WEIGHT_SCHEDULES:
+        raise ValueError(f"weight schedule {name!r}: valid: {', '.join(WEIGHT_SCHEDULES)}")
+    return dict(g_schedule=float(WEIGHT_SCHEDULES.index(name)), g_late=g_late, t_switch=t_switch)
 
 
 def weight(t, *, g_schedule, g_late, t_switch, T: float = STEPS_T) -> Array:
@@ -389,7 +397,7 @@ def scheduled(knobs: dict, t) -> dict:
     """The knobs of the step at t: γ times the weight schedule g(t) (knobs without γ unchanged)."""
     if "gamma" not in knobs or "g_schedule" not in knobs:
         return knobs
-    g = weight(t, **{k: knobs[k] for k in ("g_schedule", "g_late", "t_switch")})
+    g = weight(t, **{k: knobs[k] for k in SCHEDULE_KNOBS})
     return {**knobs, "gamma": knobs["gamma"] * g}
 
 

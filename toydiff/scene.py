@@ -250,9 +250,7 @@ class Scene:
             eta=self.eta,
             t_lo=self.t_lo,
             t_hi=self.t_hi,
-            g_schedule=float(guidance.WEIGHT_SCHEDULES.index(self.weight_schedule)),
-            g_late=self.g_late,
-            t_switch=self.t_switch,
+            **guidance.schedule_knobs(self.weight_schedule, self.g_late, self.t_switch),
             **{k: self.knob(k) for k in rule.all_params},
         )
 

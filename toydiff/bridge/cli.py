@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="any other rule knob, e.g. prior=0.05, w_neg=1 or w_pert=3 (repeatable)",
     )
+    p.add_argument(
+        "--weight-schedule",
+        choices=guidance.WEIGHT_SCHEDULES,
+        default="constant",
+        help="g(t) on every rule's γ, as in the toy (window: --knob g_late=... --knob t_switch=...)",
+    )
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     p.add_argument("--seeds", default="0-7", help="seeds: 0-7, 0,3,5 or a mix")
     p.add_argument("--batch", type=int, default=4, help="seeds per UNet call (3 branches each)")
@@ -73,6 +79,7 @@ def parse_seeds(text: str) -> list[int]:
 def parse_knobs(items: list[str]) -> dict[str, float]:
     """{'prior': 0.05, ...} from NAME=VALUE strings; unknown names or non-numbers -> ValueError."""
     known = {k for r in guidance.RULES.values() for k in r.all_params} | {"w_pert"}
+    known |= {"g_late", "t_switch"}  # the window weight schedule's
     knobs = {}
     for item in items:
         name, _, value = item.partition("=")
@@ -101,7 +108,16 @@ def job_of(args) -> tuple[Job, list[str], list[int], dict]:
         save_images=getattr(args, "save_images", False),
     )
     rules = [s.strip() for s in args.rules.split(",") if s.strip()]
-    return job, rules, parse_seeds(args.seeds), parse_knobs(args.knob)
+    return job, rules, parse_seeds(args.seeds), schedule_of(args, parse_knobs(args.knob))
+
+
+def schedule_of(args, knobs: dict) -> dict:
+    """knobs with --weight-schedule's (none for constant); g_late, t_switch are the window's."""
+    name = getattr(args, "weight_schedule", "constant")
+    window = {k: knobs.pop(k) for k in ("g_late", "t_switch") if k in knobs}
+    if window and name != "window":
+        raise ValueError(f"--knob {', '.join(window)}: only --weight-schedule window reads it")
+    return knobs if name == "constant" else {**guidance.schedule_knobs(name, **window), **knobs}
 
 
 def run(args) -> None:

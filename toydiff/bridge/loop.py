@@ -46,10 +46,12 @@ def bridge_rule(name: str) -> guidance.Rule:
 
 
 def default_knobs(name: str, **overrides) -> dict[str, float]:
-    """The rule's knobs (its own and its state's) at their registry defaults, then overrides it has."""
+    """The rule's knobs (its own and its state's) at their registry defaults, then overrides it
+    has, and a weight schedule on γ (guidance.SCHEDULE_KNOBS, guidance.schedule_knobs) if given."""
     params = guidance.rule(name).all_params
+    keep = set(params) | (set(guidance.SCHEDULE_KNOBS) if "gamma" in params else set())
     knobs = {k: p.default for k, p in params.items()}
-    knobs.update({k: v for k, v in overrides.items() if k in params and v is not None})
+    knobs.update({k: v for k, v in overrides.items() if k in keep and v is not None})
     return {k: float(v) for k, v in knobs.items()}
 
 
@@ -138,7 +140,8 @@ def sample(
 ) -> LoopResult:
     """Denoises latents with the guided rule; its state (DNG's p_t) rides along like the toy
     sampler's carry, through the same guidance.State functions (DNG: Bayes' rule for the steps of
-    the stochastic kernel, η = 1, where the scheduler takes η)."""
+    the stochastic kernel, η = 1, where the scheduler takes η). Knobs with a weight schedule
+    (guidance.SCHEDULE_KNOBS) give step t the γ·g(t) of the toy sampler (MATH §3.3)."""
     r = bridge_rule(rule)
     state = r.state.init(latents.float(), knobs) if r.state else None
     step_kwargs = _step_kwargs(r, scheduler, step_kwargs)
@@ -161,7 +164,8 @@ def sample(
         at = guidance.Step(x_in.float(), ab32, ab_next32, levels=levels)
         extra = r.state.read(state, at, knobs) if r.state else None
         branches = eps_fn(x_in, t)
-        eps, info = guide(r, branches, knobs, extra, kappa, (x_in, ab32))
+        step_knobs = {k: float(v) for k, v in guidance.scheduled(knobs, np.float64(t)).items()}
+        eps, info = guide(r, branches, step_knobs, extra, kappa, (x_in, ab32))
         if hook is not None:
             hook(i, t, branches, eps, info)
         renoise = info.pop("renoise", None)
