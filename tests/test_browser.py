@@ -191,19 +191,22 @@ SCRUB_AT = """async ([side, index]) => {
   range.value = index;
   range.dispatchEvent(new Event('input'));
   await new Promise(ok => requestAnimationFrame(() => requestAnimationFrame(ok)));
-  return [Array.from(gd._scrubXY.x), Array.from(gd._scrubXY.y), range.closest('label').textContent];
+  return [Array.from(gd._scrubXY.x), Array.from(gd._scrubXY.y), range.closest('label').textContent,
+          gd.data.slice(1).map(t => t.name)];
 }"""
 
 
 def test_gamma_scrub_moves_the_samples_and_grid_values_are_exact_runs(page, app_url):
     """Issue 22, item 4: dragging a column's γ scrub updates its samples once per frame with no
     server round trip; at a grid value they are sampler.sample's final samples at that γ (same
-    seed and noise); on release the column runs at the chosen γ (its title says so)."""
+    seed and noise), and the legend counts their outcomes; on release the column runs at the
+    chosen γ (its title says so)."""
     import jax
     import numpy as np
 
-    from toydiff import guidance, sampler, scenes
+    from toydiff import guidance, metrics, sampler, scenes
     from toydiff.scene import denoiser
+    from toydiff.viz import plots
     from ui import state
 
     name, side = "why_ncfg_fails", 1
@@ -220,20 +223,27 @@ def test_gamma_scrub_moves_the_samples_and_grid_values_are_exact_runs(page, app_
     scene = scenes.curated(name).scenes()["right"]
     values = state.scrub_values(guidance.rule(scene.method).all_params["gamma"])
     index = int(np.searchsorted(values, 1.0))  # a grid value near the scene's γ
-    x, y, label = page.evaluate(SCRUB_AT, [side, index])
-    assert f"γ = {values[index]:.3g}" in label
-    at = scene.replace(gamma=values[index])
-    mix = at.build_mixture()
-    want = np.asarray(
-        sampler.sample(
-            at.sampler_config(),
-            denoiser(at, mix),
-            jax.random.key(at.seed),
-            at.cond(mix),
-            at.knobs(),
-        ).x0
-    )
-    np.testing.assert_allclose(np.stack([x, y], 1), want, atol=1e-4)
+    legends = []
+    for i in (index + 3, index):  # ends at index, the value released below
+        x, y, label, legend = page.evaluate(SCRUB_AT, [side, i])
+        assert f"γ = {values[i]:.3g}" in label
+        at = scene.replace(gamma=values[i])
+        mix = at.build_mixture()
+        want = np.asarray(
+            sampler.sample(
+                at.sampler_config(),
+                denoiser(at, mix),
+                jax.random.key(at.seed),
+                at.cond(mix),
+                at.knobs(),
+            ).x0
+        )
+        np.testing.assert_allclose(np.stack([x, y], 1), want, atol=1e-4)
+        # the legend counts the outcomes of the run at that γ
+        outcome = metrics.outcomes(mix, want, at.negative, metrics.off_support_threshold(mix))
+        assert legend == [f"{k} {np.sum(outcome == k)}" for k in plots.OUTCOME_COLORS], legend
+        legends.append(legend)
+    assert legends[0] != legends[1]  # γ moved the counts
     before = _title(page, side)
     page.evaluate(
         "side => document.querySelectorAll('.toydiff-scrub input[data-knob=gamma]')[side]"

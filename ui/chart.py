@@ -357,6 +357,11 @@ function scrubDraw(gd, s, x, y, codes) {
 function scrubEnd(gd) {  // the plot's own samples again
   if (gd._scrubCanvas) { gd._scrubCanvas.remove(); gd._scrubCanvas = null; }
 }
+function scrubLegend(gd, names, codes) {  // the legend traces (1, 2, ...) count these codes
+  const counts = names.map(() => 0);
+  for (const c of codes) counts[c]++;
+  Plotly.restyle(gd, {name: names.map((name, k) => `${name} ${counts[k]}`)}, names.map((_, k) => k + 1));
+}
 function scrubSetup(gd, scrub) {
   if (gd._toydiffScrub) gd._toydiffScrub.remove();
   gd._toydiffScrub = null;
@@ -385,7 +390,8 @@ function scrubSetup(gd, scrub) {
     const start = Math.min(Math.max(k + (s.current - v[k]) / (v[k + 1] - v[k]), 0), g - 1);
     range.value = start;
     const show = pos => { out.textContent = `${s.label} = ${+valueAt(pos).toPrecision(3)}`; };
-    let frame = 0;
+    let frame = 0, legendAt = -1;  // the grid value the legend counts (-1: the plot's own)
+    const legend = gd.data.slice(1).map(t => t.name);
     const paint = () => {
       frame = 0;
       const pos = +range.value, i = Math.min(Math.floor(pos), g - 2), a = pos - i;
@@ -394,8 +400,9 @@ function scrubSetup(gd, scrub) {
         x[j] = (1 - a) * xy[p + 2 * j] + a * xy[q + 2 * j];
         y[j] = (1 - a) * xy[p + 2 * j + 1] + a * xy[q + 2 * j + 1];
       }
-      const near = Math.round(pos);
-      scrubDraw(gd, s, x, y, codes.subarray(near * n, (near + 1) * n));
+      const near = Math.round(pos), nearCodes = codes.subarray(near * n, (near + 1) * n);
+      scrubDraw(gd, s, x, y, nearCodes);
+      if (near !== legendAt) { legendAt = near; scrubLegend(gd, s.names, nearCodes); }
       gd._scrubFrames = (gd._scrubFrames || 0) + 1;
       show(pos);
     };
@@ -406,6 +413,8 @@ function scrubSetup(gd, scrub) {
         range.value = start;
         show(start);
         scrubEnd(gd);
+        legendAt = -1;
+        Plotly.restyle(gd, {name: legend}, legend.map((_, k) => k + 1));
         Plotly.restyle(gd, {visible: true}, [0]);
       } else if (gd._toydiffSend) gd._toydiffSend('scrub', {knob: s.knob, value});
     };

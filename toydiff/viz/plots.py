@@ -665,8 +665,9 @@ def outcome_spec(
 def scrub_meta(knob: str, label: str, values, current: float, x0: np.ndarray, labels) -> dict:
     """One knob's scrub (issue 22), an entry of an outcome figure's layout.meta.scrub: the final
     samples (G, N, 2) and their outcome codes (G, N) at each grid value; while the knob is
-    dragged the browser interpolates the samples between neighbouring values, and on release
-    the exact run at the chosen value replaces them."""
+    dragged the browser interpolates the samples between neighbouring values, and the legend
+    counts those of the nearest grid value (`names`: the legend's name of each code); on
+    release the exact run at the chosen value replaces them."""
     return dict(
         knob=knob,
         label=label,
@@ -675,6 +676,7 @@ def scrub_meta(knob: str, label: str, values, current: float, x0: np.ndarray, la
         xy=_arr(np.asarray(x0, np.float32).ravel()),
         codes=_arr(_codes(np.asarray(labels)).ravel(), np.uint8),
         colors=list(OUTCOME_COLORS.values()),  # of codes 0, 1, 2, as _points draws them
+        names=list(OUTCOME_COLORS),  # of codes 0, 1, 2, as _legend names them (with the count)
         size=POINT_SIZE,
         opacity=POINT_OPACITY,
     )
