@@ -107,3 +107,17 @@ def test_dng_oracle_at_gamma_one_is_the_targets_own_sampler(preset, negative, so
     # the check can fail: the unguided sampler on p(x) is elsewhere
     whole = Scene.from_dict(dict(preset=preset, method="none", negative=None) | common)
     assert np.median(np.abs(np.asarray(run(whole)[0].x0) - np.asarray(run(target)[0].x0))) > 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset", "negative"), [("tree", "B"), ("nested", "outer"), ("overlap", "round")]
+)
+def test_the_second_order_sde_removes_the_ddpm_kernels_bias(preset, negative):
+    """The three targets the DDPM kernel missed at 100 steps (η = 1): with dpmpp_2m_sde the mean
+    E/sd over seeds 0-3 × 8 target sets is within 3 (measured 0.13, 0.08, 0.39), below the DDPM
+    kernel's (3.48, 2.64, 0.65); results/linear_targets.md has every preset."""
+    sde = dng_row(preset, negative, 1.0, solver="dpmpp_2m_sde")
+    ddpm = dng_row(preset, negative, 1.0, solver="ddim")
+    assert abs(sde["pooled"]) <= 3.0 and sde["pooled"] < ddpm["pooled"], (sde, ddpm)
+    assert abs(sde["leakage"] - sde["ideal_leakage"]) <= 0.01
