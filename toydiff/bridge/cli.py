@@ -114,10 +114,11 @@ def job_of(args) -> tuple[Job, list[str], list[int], dict]:
 def schedule_of(args, knobs: dict) -> dict:
     """knobs with --weight-schedule's (none for constant); g_late, t_switch are the window's."""
     name = getattr(args, "weight_schedule", "constant")
-    window = {k: knobs.pop(k) for k in ("g_late", "t_switch") if k in knobs}
+    window = {k: v for k, v in knobs.items() if k in ("g_late", "t_switch")}
+    rest = {k: v for k, v in knobs.items() if k not in window}
     if window and name != "window":
         raise ValueError(f"--knob {', '.join(window)}: only --weight-schedule window reads it")
-    return knobs if name == "constant" else {**guidance.schedule_knobs(name, **window), **knobs}
+    return rest if name == "constant" else {**guidance.schedule_knobs(name, **window), **rest}
 
 
 def run(args) -> None:
